@@ -1,0 +1,41 @@
+# Thin wrapper over CMake, as neovim's: `make`, `make test`, `make demo`.
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+CMAKE ?= cmake
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all deps test test-asan demo bench clean
+
+all: $(BUILD)/sluice
+
+$(BUILD)/CMakeCache.txt:
+	@./scripts/deps.sh
+	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+$(BUILD)/sluice: $(BUILD)/CMakeCache.txt FORCE
+	$(CMAKE) --build $(BUILD) -j$(JOBS)
+
+$(ASAN_BUILD)/CMakeCache.txt:
+	@./scripts/deps.sh
+	$(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSLUICE_SANITIZE=ON
+
+deps:
+	./scripts/deps.sh
+
+test: all
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+test-asan: $(ASAN_BUILD)/CMakeCache.txt
+	$(CMAKE) --build $(ASAN_BUILD) -j$(JOBS)
+	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
+
+demo: all
+	$(BUILD)/sluice examples/demo.lua
+
+bench: all
+	bench/run.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
+
+FORCE:

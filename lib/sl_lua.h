@@ -1,0 +1,44 @@
+/*
+ * sl_lua.h - helpers shared by the Lua bindings of the scheduler and the
+ * primitives: the registry keys, error raising, userdata checks.
+ */
+#ifndef SL_LUA_H
+#define SL_LUA_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "sl_sched.h"
+
+#define SL_TASK_MT      "sluice.task"
+#define SL_SCOPE_MT     "sluice.scope"
+#define SL_ERRFN        "sluice.errfn"      /* Lua: function(kind, msg, level) -> err */
+#define SL_UNOBSERVED   "sluice.unobserved" /* weak-keyed: failed root tasks */
+#define SL_NOENV        "sluice.noenv"      /* shared empty env of fresh tasks */
+
+/* The scheduler of the runtime owning L (stored in the registry). */
+sl_sched *sl_getsched(lua_State *L);
+void sl_setsched(lua_State *L, sl_sched *S);
+
+/* Raises a runtime error table {kind=, message=} built by SL_ERRFN. */
+int sl_raise(lua_State *L, const char *kind, const char *fmt, ...);
+
+sl_task *sl_checktask(lua_State *L, int idx, const char *fn);
+sl_task *sl_totask(lua_State *L, int idx);
+/* Pushes the task's userdata (valid while the task is unfinished). */
+void sl_pushtask(lua_State *L, sl_task *t);
+/* The running task, or raises "<fn>: must be called from a task". */
+sl_task *sl_running(lua_State *L, const char *fn);
+
+/* Pushes the task's env table, creating a private one if asked. */
+void sl_task_env(lua_State *L, int idx, int create);
+
+/* Spawns fn (at idx) with the nargs values above it into scope. */
+sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs);
+/* Pushes a task's error value and traceback (2 values). */
+void sl_task_push_error(lua_State *L, int idx);
+
+int luaopen_sluice_core(lua_State *L);
+int sl_open_scope(lua_State *L);
+
+#endif

@@ -1,0 +1,147 @@
+/*
+ * sl_resume.c - the trampoline: resumes ready tasks and settles finished
+ * ones (results into the task's env table, failures with their traceback,
+ * awaiters and the owning scope told).
+ *
+ * Nothing else in sluice calls lua_resume on a task: wake-ups only queue,
+ * so the C stack never nests coroutine inside coroutine.
+ */
+#include "sl_lua.h"
+
+#include <string.h>
+
+static int sl_is_cancel_error(lua_State *L, int idx) {
+  int r;
+  if (!lua_istable(L, idx)) return 0;
+  lua_getfield(L, idx, "kind");
+  r = lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "cancelled");
+  lua_pop(L, 1);
+  return r;
+}
+
+/* Moves the finished coroutine's outcome into a fresh env table of the
+ * task userdata on top of L: results as [1..n] + n, or err + traceback. */
+static int sl_settle_env(lua_State *L, sl_task *t, int rc) {
+  lua_State *co = t->co;
+  int status = SL_DONE, n = lua_gettop(co), i;
+  if (rc == 0 && n == 0) return status;
+  lua_createtable(L, rc == 0 ? n : 0, 2);
+  if (rc == 0) {
+    lua_xmove(co, L, n);
+    for (i = n; i >= 1; i--) lua_rawseti(L, -1 - i, i);
+    lua_pushinteger(L, n);
+    lua_setfield(L, -2, "n");
+  } else {
+    lua_xmove(co, L, 1);
+    status = (t->cancelled && sl_is_cancel_error(L, -1)) ? SL_CANCELLED : SL_FAILED;
+    lua_setfield(L, -2, "err");
+    if (status == SL_FAILED) {
+      luaL_traceback(L, co, NULL, 0);
+      lua_setfield(L, -2, "tb");
+    }
+  }
+  /* keep a cancel reason recorded earlier in the old env */
+  sl_task_env(L, -2, 0);
+  lua_getfield(L, -1, "reason");
+  lua_setfield(L, -3, "reason");
+  lua_getfield(L, -1, "name");
+  lua_setfield(L, -3, "name");
+  lua_pop(L, 1);
+  lua_setfenv(L, -2);
+  return status;
+}
+
+static void sl_scope_child_done(lua_State *L, sl_task *t) {
+  sl_scope *s = t->scope;
+  sl_queue_remove(&t->member);
+  s->nlive--;
+  if (t->status == SL_FAILED && !s->root) {
+    t->observed = 1;
+    if (!s->failed) {
+      s->failed = t;
+      lua_pushvalue(L, -1);
+      s->failed_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+      sl_scope_cancel(s);
+    }
+  }
+  if (s->nlive == 0 && s->owner) {
+    sl_task *owner = s->owner;
+    s->owner = NULL;
+    sl_task_wake(owner, SL_WAKE_OK);
+  }
+}
+
+/* A root-scope task failed and nobody is awaiting it: remember it so it
+ * is reported when its object is collected or the runtime ends. */
+static void sl_mark_unobserved(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+  lua_pushvalue(L, -2);
+  lua_pushboolean(L, 1);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  luaL_getmetatable(L, SL_TASK_MT ".failed");
+  lua_setmetatable(L, -2);
+}
+
+static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
+  lua_State *L = S->L;
+  sl_queue *q;
+  int top = lua_gettop(L);
+  lua_checkstack(L, LUA_MINSTACK + lua_gettop(t->co));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  t->status = (uint8_t)sl_settle_env(L, t, rc);
+  sl_queue_remove(&t->all);
+  while (!sl_queue_empty(&t->awaiters)) {
+    q = sl_queue_head(&t->awaiters);
+    sl_queue_remove(q);
+    t->observed = 1;
+    sl_task_wake(sl_queue_data(q, sl_task, wait.link), SL_WAKE_OK);
+  }
+  sl_scope_child_done(L, t);
+  if (t->is_main) {
+    t->observed = 1;
+    if (S->on_main_done) S->on_main_done(S, t, L);
+  } else if (t->status == SL_FAILED && !t->observed) {
+    sl_mark_unobserved(L);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->co_ref = t->ref = LUA_NOREF;
+  t->co = NULL;
+  lua_settop(L, top);
+}
+
+static void sl_task_resume(sl_sched *S, sl_task *t) {
+  lua_State *co = t->co;
+  sl_task *prev = S->current;
+  int nargs, rc;
+  if (t->started) {
+    lua_pushinteger(co, t->wake);
+    nargs = 1;
+  } else {
+    t->started = 1;
+    nargs = t->nargs;
+  }
+  t->status = SL_RUNNING;
+  S->current = t;
+  rc = lua_resume(co, nargs);
+  S->current = prev;
+  if (rc == LUA_YIELD) {
+    lua_settop(co, 0);
+    /* A yield that did not park (a bare coroutine.yield) just reschedules. */
+    if (t->status == SL_RUNNING) sl_task_make_ready(t, SL_WAKE_OK);
+    return;
+  }
+  sl_task_settle(S, t, rc);
+}
+
+void sl_sched_pass(sl_sched *S) {
+  sl_queue *last = S->ready.prev, *q;
+  int more = 1;
+  while (more && !sl_queue_empty(&S->ready)) {
+    q = sl_queue_head(&S->ready);
+    more = (q != last);
+    sl_queue_remove(q);
+    sl_task_resume(S, sl_queue_data(q, sl_task, ready));
+  }
+}

@@ -1,0 +1,246 @@
+/*
+ * sl_sched.c - ready queue, clock, timers and the wait/wake protocol.
+ *
+ * Everything here is plain C over the structs in sl_sched.h; resuming
+ * coroutines and moving results in and out of Lua lives in sl_resume.c.
+ *
+ * Loop integration: a uv_check handle (unreferenced, always on) runs the
+ * trampoline after every poll; a uv_idle handle is started only while
+ * tasks are ready, so the poll does not block then; one uv_timer_t is set
+ * to the earliest deadline of the timer heap.  Under the virtual clock
+ * the uv timer is never used: when nothing is ready and no other handle
+ * or request is active, the clock jumps to the next deadline.
+ */
+#include "sl_sched.h"
+
+#include <math.h>
+
+char sl_park_sentinel;
+
+/* How many passes one check callback may run before polling I/O again:
+ * enough to amortise the poll, few enough to keep I/O latency low. */
+#define SL_PASSES_PER_TICK 64
+
+static void sl_fire_due(sl_sched *S, double now) {
+  sl_timer *m;
+  while ((m = sl_heap_min(&S->timers)) && m->deadline <= now) {
+    sl_heap_remove(&S->timers, m);
+    m->cb(m);
+  }
+}
+
+/* Active handles and requests on the loop that are not the scheduler's. */
+static unsigned sl_foreign_activity(sl_sched *S) {
+  unsigned n = S->loop->active_handles + S->loop->active_reqs.count;
+  if (uv_is_active((uv_handle_t *)&S->idle)) n--;
+  if (uv_is_active((uv_handle_t *)&S->uvtimer)) n--;
+  return n;
+}
+
+static void sl_idle_cb(uv_idle_t *h) { (void)h; }
+
+static void sl_uvtimer_cb(uv_timer_t *h);
+
+/* Sets the loop handles to match the queues after any change. */
+static void sl_sched_update(sl_sched *S) {
+  sl_timer *m;
+  if (S->closing) return;
+  if (S->virtual_clock) {
+    while (sl_queue_empty(&S->ready) && (m = sl_heap_min(&S->timers)) &&
+           sl_foreign_activity(S) == 0) {
+      if (m->deadline > S->vnow) S->vnow = m->deadline;
+      sl_fire_due(S, S->vnow);
+    }
+  } else {
+    sl_fire_due(S, sl_now(S));
+    if (!(m = sl_heap_min(&S->timers))) {
+      uv_timer_stop(&S->uvtimer);
+    } else if (m->deadline != S->armed || !uv_is_active((uv_handle_t *)&S->uvtimer)) {
+      /* Re-arm only when the earliest deadline changed: re-arming on
+       * every iteration would keep pushing the uv timer ahead. */
+      double ms = ceil((m->deadline - sl_now(S)) * 1e3);
+      S->armed = m->deadline;
+      uv_timer_start(&S->uvtimer, sl_uvtimer_cb, ms < 1 ? 1 : (uint64_t)ms, 0);
+    }
+  }
+  if (!sl_queue_empty(&S->ready)) uv_idle_start(&S->idle, sl_idle_cb);
+  else uv_idle_stop(&S->idle);
+}
+
+static void sl_uvtimer_cb(uv_timer_t *h) {
+  sl_sched *S = h->data;
+  S->armed = -1;
+  sl_sched_update(S);
+}
+
+static void sl_check_cb(uv_check_t *h) {
+  sl_sched *S = h->data;
+  int i;
+  for (i = 0; i < SL_PASSES_PER_TICK && !sl_queue_empty(&S->ready); i++)
+    sl_sched_pass(S);
+  sl_sched_update(S);
+}
+
+int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock) {
+  int rc;
+  S->loop = loop;
+  S->L = L;
+  sl_queue_init(&S->ready);
+  sl_queue_init(&S->tasks);
+  sl_heap_init(&S->timers);
+  S->current = NULL;
+  S->vnow = 0;
+  S->armed = -1;
+  S->t0 = uv_hrtime();
+  S->next_id = 1;
+  S->nwaiting = S->nunhandled = 0;
+  S->virtual_clock = (uint8_t)(virtual_clock != 0);
+  S->closing = 0;
+  S->on_main_done = S->on_unhandled = NULL;
+  S->data = NULL;
+  sl_scope_init(&S->root, S, 1);
+  if ((rc = uv_timer_init(loop, &S->uvtimer))) return rc;
+  if ((rc = uv_check_init(loop, &S->check))) return rc;
+  if ((rc = uv_idle_init(loop, &S->idle))) return rc;
+  S->uvtimer.data = S->check.data = S->idle.data = S;
+  uv_check_start(&S->check, sl_check_cb);
+  uv_unref((uv_handle_t *)&S->check);
+  return 0;
+}
+
+void sl_sched_close(sl_sched *S) {
+  S->closing = 1;
+  uv_close((uv_handle_t *)&S->uvtimer, NULL);
+  uv_close((uv_handle_t *)&S->check, NULL);
+  uv_close((uv_handle_t *)&S->idle, NULL);
+  sl_heap_free(&S->timers);
+}
+
+double sl_now(sl_sched *S) {
+  if (S->virtual_clock) return S->vnow;
+  return (double)(uv_hrtime() - S->t0) * 1e-9;
+}
+
+int sl_sched_alive(sl_sched *S) {
+  return !sl_queue_empty(&S->ready) || S->timers.len > 0;
+}
+
+/* ---- tasks ---- */
+
+static void sl_task_timer_cb(sl_timer *tm) {
+  sl_task *t = sl_queue_data(tm, sl_task, timer);
+  sl_task_interrupt(t, SL_WAKE_TIMEOUT);
+}
+
+void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope) {
+  sl_queue_init(&t->ready);
+  sl_queue_init(&t->member);
+  sl_queue_init(&t->awaiters);
+  sl_queue_init(&t->wait.link);
+  t->wait.what = NULL;
+  t->wait.obj = NULL;
+  t->wait.unwait = NULL;
+  t->wait.arg = 0;
+  t->timer.idx = 0;
+  t->timer.cb = sl_task_timer_cb;
+  t->co = NULL;
+  t->sched = S;
+  t->ref = t->co_ref = LUA_NOREF;
+  t->id = S->next_id++;
+  t->nargs = 0;
+  t->shield = 0;
+  t->status = SL_READY;
+  t->wake = SL_WAKE_OK;
+  t->started = t->cancelled = t->observed = t->is_main = 0;
+  sl_queue_insert_tail(&S->tasks, &t->all);
+  t->scope = NULL;
+  sl_scope_add(scope ? scope : &S->root, t);
+}
+
+void sl_task_make_ready(sl_task *t, int wake) {
+  sl_sched *S = t->sched;
+  t->status = SL_READY;
+  t->wake = (uint8_t)wake;
+  sl_queue_insert_tail(&S->ready, &t->ready);
+  if (!S->closing) uv_idle_start(&S->idle, sl_idle_cb);
+}
+
+void sl_task_park(sl_task *t, const char *what, void *obj, sl_unwait_cb unwait) {
+  t->status = SL_WAITING;
+  t->wait.what = what;
+  t->wait.obj = obj;
+  t->wait.unwait = unwait;
+  t->sched->nwaiting++;
+}
+
+void sl_task_wake(sl_task *t, int wake) {
+  if (t->status != SL_WAITING) return;
+  sl_heap_remove(&t->sched->timers, &t->timer);
+  t->wait.what = NULL;
+  t->wait.obj = NULL;
+  t->wait.unwait = NULL;
+  t->sched->nwaiting--;
+  sl_task_make_ready(t, wake);
+}
+
+void sl_task_interrupt(sl_task *t, int why) {
+  if (t->status != SL_WAITING) return;
+  if (t->wait.unwait && !t->wait.unwait(t, why)) return;
+  sl_task_wake(t, why);
+}
+
+int sl_task_cancel(sl_task *t) {
+  if (t->status >= SL_DONE) return 0;
+  t->cancelled = 1;
+  if (t->status == SL_WAITING && t->shield == 0)
+    sl_task_interrupt(t, SL_WAKE_CANCEL);
+  return 1;
+}
+
+int sl_task_arm(sl_task *t, double seconds) {
+  sl_sched *S = t->sched;
+  return sl_heap_push(&S->timers, &t->timer, sl_now(S) + seconds);
+}
+
+/* ---- scopes ---- */
+
+static void sl_scope_deadline_cb(sl_timer *tm) {
+  sl_scope *s = sl_queue_data(tm, sl_scope, deadline);
+  s->timed_out = 1;
+  sl_scope_cancel(s);
+}
+
+void sl_scope_init(sl_scope *s, sl_sched *S, int root) {
+  sl_queue_init(&s->children);
+  s->deadline.idx = 0;
+  s->deadline.cb = sl_scope_deadline_cb;
+  s->sched = S;
+  s->owner = s->failed = NULL;
+  s->failed_ref = s->ref = LUA_NOREF;
+  s->nlive = 0;
+  s->cancelled = s->timed_out = s->closed = 0;
+  s->root = (uint8_t)(root != 0);
+}
+
+void sl_scope_add(sl_scope *s, sl_task *t) {
+  t->scope = s;
+  sl_queue_insert_tail(&s->children, &t->member);
+  s->nlive++;
+  if (s->cancelled) t->cancelled = 1;
+}
+
+void sl_scope_cancel(sl_scope *s) {
+  sl_queue *q, *next;
+  if (s->cancelled) return;
+  s->cancelled = 1;
+  /* Cancelling a child can finish nothing synchronously (it only wakes),
+   * but keep the next pointer anyway so the walk is robust. */
+  for (q = s->children.next; q != &s->children; q = next) {
+    next = q->next;
+    sl_task_cancel(sl_queue_data(q, sl_task, member));
+  }
+}
+
+int sl_scope_arm(sl_scope *s, double seconds) {
+  return sl_heap_push(&s->sched->timers, &s->deadline, sl_now(s->sched) + seconds);
+}

@@ -1,0 +1,146 @@
+/*
+ * sl_sched.h - the task scheduler: tasks, scopes, the ready queue, timers.
+ *
+ * A task is a Lua coroutine plus an sl_task record that lives inside the
+ * task's userdata (so Lua's GC owns the memory and the Lua face can hand
+ * the same object out again).  While a task is unfinished the scheduler
+ * anchors both the userdata and the coroutine with registry references.
+ *
+ * Waking never resumes anything: it only moves the task onto the ready
+ * queue.  One flat trampoline (sl_sched_pass), run from a uv_check handle,
+ * resumes ready tasks; a pass runs only the tasks that were ready when it
+ * began, so a task that keeps yielding cannot starve I/O.
+ *
+ * A waiting task is linked into exactly one wait queue through its
+ * embedded sl_wait node and may have its embedded timer armed (sleep or a
+ * wait timeout).  Cancelling or timing out a waiter calls the wait's
+ * unwait hook, which unlinks it as if it had never queued.
+ */
+#ifndef SL_SCHED_H
+#define SL_SCHED_H
+
+#include <stdint.h>
+#include <uv.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "sl_queue.h"
+#include "sl_timer.h"
+
+typedef struct sl_task sl_task;
+typedef struct sl_scope sl_scope;
+typedef struct sl_sched sl_sched;
+
+enum sl_status {
+  SL_READY, SL_RUNNING, SL_WAITING, SL_DONE, SL_FAILED, SL_CANCELLED
+};
+
+/* What a parked task is resumed with. */
+enum sl_wake { SL_WAKE_OK = 0, SL_WAKE_TIMEOUT = 1, SL_WAKE_CANCEL = 2 };
+
+/* Unlinks a waiter from what it waits on.  Returns 1 if the task may be
+ * woken now, 0 if it must stay parked (a scope owner keeps waiting for
+ * its children to unwind after it cancelled them). */
+typedef int (*sl_unwait_cb)(sl_task *t, int why);
+
+typedef struct sl_wait {
+  sl_queue link;          /* in the waited-on object's queue */
+  const char *what;       /* "sleep", "await", "scope", ... for reports */
+  void *obj;              /* the object waited on, NULL for none */
+  sl_unwait_cb unwait;    /* NULL: nothing to unlink */
+  intptr_t arg;           /* primitive-specific (weight, priority) */
+} sl_wait;
+
+struct sl_task {
+  sl_queue ready;         /* in sched->ready */
+  sl_queue member;        /* in scope->children while unfinished */
+  sl_queue all;           /* in sched->tasks while unfinished */
+  sl_queue awaiters;      /* waiters (their wait.link) on this task */
+  sl_wait wait;
+  sl_timer timer;
+  lua_State *co;
+  sl_sched *sched;
+  sl_scope *scope;
+  int ref;                /* registry: the userdata, while unfinished */
+  int co_ref;             /* registry: the coroutine, while unfinished */
+  uint32_t id;
+  int nargs;              /* arguments waiting for the first resume */
+  uint16_t shield;        /* > 0: cancellation is deferred */
+  uint8_t status;
+  uint8_t wake;
+  uint8_t started;
+  uint8_t cancelled;      /* cancellation requested */
+  uint8_t observed;       /* its outcome was taken (await, scope) */
+  uint8_t is_main;        /* the root task of a runtime */
+};
+
+struct sl_scope {
+  sl_queue children;      /* unfinished tasks (their member link) */
+  sl_timer deadline;
+  sl_sched *sched;
+  sl_task *owner;         /* the task parked in scope_wait, if any */
+  sl_task *failed;        /* first child that failed (not cancelled) */
+  int failed_ref;         /* registry: that child's userdata */
+  int ref;                /* registry: the scope userdata while open */
+  uint32_t nlive;
+  uint8_t cancelled;
+  uint8_t timed_out;
+  uint8_t closed;
+  uint8_t root;           /* the runtime's root scope: failures reported */
+};
+
+typedef void (*sl_report_cb)(sl_sched *S, sl_task *t, lua_State *co);
+
+struct sl_sched {
+  uv_loop_t *loop;
+  lua_State *L;
+  sl_queue ready;
+  sl_queue tasks;         /* every unfinished task */
+  sl_heap timers;
+  uv_timer_t uvtimer;
+  uv_check_t check;
+  uv_idle_t idle;
+  sl_task *current;
+  sl_scope root;
+  double vnow;            /* virtual clock, seconds */
+  double armed;           /* deadline the uv timer is set for, or -1 */
+  uint64_t t0;            /* uv_hrtime() at creation */
+  uint32_t next_id;
+  uint32_t nwaiting;      /* tasks parked */
+  uint32_t nunhandled;    /* failures nobody observed (exit status) */
+  uint8_t virtual_clock;
+  uint8_t closing;
+  sl_report_cb on_main_done;   /* the root task finished (ok or not) */
+  sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
+  void *data;
+};
+
+/* The lightuserdata a parking coroutine yields, so wrappers around user
+ * coroutines can tell a scheduler park from a user yield. */
+extern char sl_park_sentinel;
+#define SL_PARK ((void *)&sl_park_sentinel)
+
+int  sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock);
+void sl_sched_close(sl_sched *S);   /* closes handles; caller runs the loop */
+void sl_sched_pass(sl_sched *S);
+double sl_now(sl_sched *S);
+int  sl_sched_alive(sl_sched *S);   /* work ready, timers armed */
+
+void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope);
+void sl_task_make_ready(sl_task *t, int wake);
+/* Parks the running task; the caller then yields SL_PARK. */
+void sl_task_park(sl_task *t, const char *what, void *obj, sl_unwait_cb unwait);
+/* Wakes a parked task: unlinks its timer and marks it ready with code. */
+void sl_task_wake(sl_task *t, int wake);
+/* Interrupts a wait (timeout, cancel) through its unwait hook. */
+void sl_task_interrupt(sl_task *t, int why);
+int  sl_task_cancel(sl_task *t);
+int  sl_task_arm(sl_task *t, double seconds);   /* wait timeout / sleep */
+void sl_task_finished(sl_task *t, int status);
+
+void sl_scope_init(sl_scope *s, sl_sched *S, int root);
+void sl_scope_add(sl_scope *s, sl_task *t);
+void sl_scope_cancel(sl_scope *s);
+int  sl_scope_arm(sl_scope *s, double seconds);
+
+#endif

@@ -1,0 +1,392 @@
+/*
+ * sl_task_lua.c - the Lua face of tasks: spawn, await, cancel, sleep,
+ * yield, status.  Functions that block link the running task into a wait
+ * queue and yield SL_PARK from C; what they resume with is the wake code
+ * (SL_WAKE_*), which the Lua module turns into results or errors.
+ */
+#include "sl_lua.h"
+
+#include <stdarg.h>
+#include <string.h>
+
+static const char *const sl_status_names[] = {
+  "ready", "running", "waiting", "done", "failed", "cancelled"
+};
+
+sl_sched *sl_getsched(lua_State *L) {
+  sl_sched *S;
+  lua_getfield(L, LUA_REGISTRYINDEX, "sluice.sched");
+  S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+void sl_setsched(lua_State *L, sl_sched *S) {
+  lua_pushlightuserdata(L, S);
+  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.sched");
+}
+
+int sl_raise(lua_State *L, const char *kind, const char *fmt, ...) {
+  va_list ap;
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_ERRFN);
+  lua_pushstring(L, kind);
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  if (lua_isfunction(L, -3)) {
+    lua_pushinteger(L, 2);
+    lua_call(L, 3, 1);
+  }
+  return lua_error(L);
+}
+
+sl_task *sl_totask(lua_State *L, int idx) {
+  sl_task *t = lua_touserdata(L, idx);
+  if (!t || !lua_getmetatable(L, idx)) return NULL;
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_TASK_MT);
+  if (!lua_rawequal(L, -1, -2)) {
+    lua_pop(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, SL_TASK_MT ".failed");
+    if (!lua_rawequal(L, -1, -2)) t = NULL;
+  }
+  lua_pop(L, 2);
+  return t;
+}
+
+sl_task *sl_checktask(lua_State *L, int idx, const char *fn) {
+  sl_task *t = sl_totask(L, idx);
+  if (!t) sl_raise(L, "invalid", "%s: expected a task (got %s)", fn, luaL_typename(L, idx));
+  return t;
+}
+
+void sl_pushtask(lua_State *L, sl_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+}
+
+sl_task *sl_running(lua_State *L, const char *fn) {
+  sl_sched *S = sl_getsched(L);
+  if (!S || !S->current) sl_raise(L, "invalid", "%s: must be called from a task", fn);
+  return S->current;
+}
+
+void sl_task_env(lua_State *L, int idx, int create) {
+  lua_getfenv(L, idx);
+  if (!create) return;
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  if (lua_rawequal(L, -1, -2)) {
+    lua_pop(L, 2);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfenv(L, idx < 0 ? idx - 2 : idx);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
+  sl_task *t;
+  lua_State *co;
+  int i;
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  t = lua_newuserdata(L, sizeof *t);
+  luaL_getmetatable(L, SL_TASK_MT);
+  lua_setmetatable(L, -2);
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  lua_setfenv(L, -2);
+  co = lua_newthread(L);
+  for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
+  lua_xmove(L, co, nargs + 1);
+  t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_task_init(t, S, scope);
+  t->co = co;
+  t->nargs = nargs;
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_task_make_ready(t, SL_WAKE_OK);
+  return t;
+}
+
+static int sl_park_yield(lua_State *L) {
+  lua_pushlightuserdata(L, SL_PARK);
+  return lua_yield(L, 1);
+}
+
+/* If the running task has a pending cancellation, returns 1 with the
+ * cancel wake code pushed instead of parking. */
+static int sl_cancel_pending(lua_State *L, sl_task *t) {
+  if (!t->cancelled || t->shield) return 0;
+  lua_pushinteger(L, SL_WAKE_CANCEL);
+  return 1;
+}
+
+static int sl_unwait_link(sl_task *t, int why) {
+  (void)why;
+  sl_queue_remove(&t->wait.link);
+  return 1;
+}
+
+static int sl_unwait_none(sl_task *t, int why) {
+  (void)t; (void)why;
+  return 1;
+}
+
+/* core.spawn(fn, ...) into the running task's scope (or the root scope). */
+static int l_spawn(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
+  sl_scope *scope = S->current ? S->current->scope : &S->root;
+  if (!lua_isfunction(L, 1))
+    return sl_raise(L, "invalid", "sluice.spawn: fn must be a function (got %s)", luaL_typename(L, 1));
+  if (scope->closed) scope = &S->root;
+  sl_spawn(L, S, scope, 1, lua_gettop(L) - 1);
+  return 1;
+}
+
+static int l_current(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
+  if (!S->current) return 0;
+  sl_pushtask(L, S->current);
+  return 1;
+}
+
+/* core.sleep(seconds): seconds <= 0 reschedules at the end of the queue. */
+static int l_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  sl_task *t = sl_running(L, "sluice.sleep");
+  if (sl_cancel_pending(L, t)) return 1;
+  if (s <= 0) {
+    sl_task_make_ready(t, SL_WAKE_OK);
+  } else {
+    if (sl_task_arm(t, s)) return luaL_error(L, "sluice.sleep: out of memory");
+    sl_task_park(t, "sleep", NULL, sl_unwait_none);
+  }
+  return sl_park_yield(L);
+}
+
+static int l_yield(lua_State *L) {
+  sl_task *t = sl_running(L, "sluice.yield");
+  if (sl_cancel_pending(L, t)) return 1;
+  sl_task_make_ready(t, SL_WAKE_OK);
+  return sl_park_yield(L);
+}
+
+/* core.await(task [, timeout]) -> wake code; 0 at once if already settled. */
+static int l_await(lua_State *L) {
+  sl_task *target = sl_checktask(L, 1, "task:await");
+  sl_task *t = sl_running(L, "task:await");
+  double timeout = luaL_optnumber(L, 2, -1);
+  if (target->status >= SL_DONE) {
+    lua_pushinteger(L, SL_WAKE_OK);
+    return 1;
+  }
+  if (target == t)
+    return sl_raise(L, "deadlock", "task:await: a task cannot await itself");
+  if (sl_cancel_pending(L, t)) return 1;
+  if (timeout >= 0 && sl_task_arm(t, timeout)) return luaL_error(L, "task:await: out of memory");
+  sl_queue_insert_tail(&target->awaiters, &t->wait.link);
+  sl_task_park(t, "await", target, sl_unwait_link);
+  return sl_park_yield(L);
+}
+
+/* core.result(task) -> true, results... | false, err.  Marks it observed. */
+static int l_result(lua_State *L) {
+  sl_task *t = sl_checktask(L, 1, "task:await");
+  int n, i;
+  if (t->status < SL_DONE) return 0;
+  if (!t->observed) {
+    t->observed = 1;
+    lua_getfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+    lua_pushvalue(L, 1);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+  sl_task_env(L, 1, 0);
+  if (t->status != SL_DONE) {
+    lua_pushboolean(L, 0);
+    lua_getfield(L, -2, "err");
+    return 2;
+  }
+  lua_getfield(L, -1, "n");
+  n = (int)lua_tointeger(L, -1);
+  lua_pop(L, 1);
+  luaL_checkstack(L, n + 1, "too many results");
+  lua_pushboolean(L, 1);
+  for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - i, i);
+  return n + 1;
+}
+
+/* core.error(task) -> err, traceback (nil if it did not fail). */
+static int l_error(lua_State *L) {
+  sl_checktask(L, 1, "task:error");
+  sl_task_push_error(L, 1);
+  return 2;
+}
+
+void sl_task_push_error(lua_State *L, int idx) {
+  sl_task_env(L, idx, 0);
+  lua_getfield(L, -1, "err");
+  lua_getfield(L, -2, "tb");
+  lua_remove(L, -3);
+}
+
+static int l_cancel(lua_State *L) {
+  sl_task *t = sl_checktask(L, 1, "task:cancel");
+  if (t->status >= SL_DONE || t->cancelled) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (!lua_isnoneornil(L, 2)) {
+    sl_task_env(L, 1, 1);
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "reason");
+    lua_pop(L, 1);
+  }
+  lua_pushboolean(L, sl_task_cancel(t));
+  return 1;
+}
+
+/* core.park(what): parks the running task until core.wake; for callbacks. */
+static int l_park(lua_State *L) {
+  sl_task *t = sl_running(L, luaL_optstring(L, 2, "sluice.await"));
+  double timeout = luaL_optnumber(L, 3, -1);
+  if (sl_cancel_pending(L, t)) return 1;
+  if (timeout >= 0 && sl_task_arm(t, timeout)) return luaL_error(L, "out of memory");
+  sl_task_park(t, luaL_optstring(L, 1, "callback"), NULL, sl_unwait_none);
+  return sl_park_yield(L);
+}
+
+static int l_wake(lua_State *L) {
+  sl_task *t = sl_checktask(L, 1, "wake");
+  int ok = t->status == SL_WAITING && t->wait.unwait == sl_unwait_none;
+  if (ok) sl_task_wake(t, (int)luaL_optinteger(L, 2, SL_WAKE_OK));
+  lua_pushboolean(L, ok);
+  return 1;
+}
+
+/* core.shield(delta) -> true if a cancellation is pending and unshielded. */
+static int l_shield(lua_State *L) {
+  sl_task *t = sl_running(L, "sluice.shield");
+  t->shield = (uint16_t)(t->shield + luaL_optinteger(L, 1, 0));
+  lua_pushboolean(L, t->cancelled && !t->shield);
+  return 1;
+}
+
+/* core.reason(task) -> the reason given to task:cancel, if any. */
+static int l_reason(lua_State *L) {
+  sl_checktask(L, 1, "task:cancel");
+  sl_task_env(L, 1, 0);
+  lua_getfield(L, -1, "reason");
+  return 1;
+}
+
+/* core.at_top(): is the running coroutine the task's own (not a user
+ * coroutine inside it)?  A bare coroutine.yield there is an error. */
+static int l_at_top(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
+  lua_pushboolean(L, S && S->current && S->current->co == L);
+  return 1;
+}
+
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, sl_now(sl_getsched(L)));
+  return 1;
+}
+
+/* task.field: status, id, name, cancelled; methods from the upvalue table. */
+static int l_task_index(lua_State *L) {
+  sl_task *t = lua_touserdata(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && !strcmp(k, "status")) lua_pushstring(L, sl_status_names[t->status]);
+  else if (k && !strcmp(k, "id")) lua_pushinteger(L, t->id);
+  else if (k && !strcmp(k, "cancelled")) lua_pushboolean(L, t->cancelled);
+  else if (k && !strcmp(k, "name")) {
+    sl_task_env(L, 1, 0);
+    lua_getfield(L, -1, "name");
+  } else {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+  }
+  return 1;
+}
+
+static int l_task_newindex(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (!k || strcmp(k, "name"))
+    return sl_raise(L, "invalid", "task: field '%s' is read-only", k ? k : "?");
+  if (!lua_isnil(L, 3) && !lua_isstring(L, 3))
+    return sl_raise(L, "invalid", "task: name must be a string (got %s)", luaL_typename(L, 3));
+  sl_task_env(L, 1, 1);
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "name");
+  return 0;
+}
+
+static int l_task_tostring(lua_State *L) {
+  sl_task *t = lua_touserdata(L, 1);
+  sl_task_env(L, 1, 0);
+  lua_getfield(L, -1, "name");
+  if (lua_isstring(L, -1))
+    lua_pushfstring(L, "task #%d (%s, %s)", (int)t->id, lua_tostring(L, -1), sl_status_names[t->status]);
+  else
+    lua_pushfstring(L, "task #%d (%s)", (int)t->id, sl_status_names[t->status]);
+  return 1;
+}
+
+/* Finaliser of tasks that failed with nobody awaiting them. */
+static int l_task_gc(lua_State *L) {
+  sl_task *t = lua_touserdata(L, 1);
+  sl_sched *S = sl_getsched(L);
+  if (!t->observed && S && S->on_unhandled) {
+    t->observed = 1;
+    S->on_unhandled(S, t, L);
+  }
+  return 0;
+}
+
+static void sl_task_metatable(lua_State *L, const char *name, int gc) {
+  luaL_newmetatable(L, name);
+  lua_pushvalue(L, -2);   /* methods */
+  lua_pushcclosure(L, l_task_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, l_task_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, l_task_tostring);
+  lua_setfield(L, -2, "__tostring");
+  if (gc) {
+    lua_pushcfunction(L, l_task_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
+}
+
+static const luaL_Reg sl_core_funcs[] = {
+  {"spawn", l_spawn}, {"current", l_current}, {"sleep", l_sleep},
+  {"yield", l_yield}, {"await", l_await}, {"result", l_result},
+  {"error", l_error}, {"cancel", l_cancel}, {"park", l_park},
+  {"wake", l_wake}, {"shield", l_shield}, {"now", l_now},
+  {"reason", l_reason}, {"at_top", l_at_top},
+  {NULL, NULL}
+};
+
+/* require "sluice.core": the scheduler's primitives for lua/sluice/init.lua.
+ * core.task_methods is the table task objects look methods up in. */
+int luaopen_sluice_core(lua_State *L) {
+  lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+  lua_newtable(L);                        /* core */
+  luaL_register(L, NULL, sl_core_funcs);
+  lua_newtable(L);                        /* task methods */
+  sl_task_metatable(L, SL_TASK_MT, 0);
+  sl_task_metatable(L, SL_TASK_MT ".failed", 1);
+  lua_setfield(L, -2, "task_methods");
+  lua_pushlightuserdata(L, SL_PARK);
+  lua_setfield(L, -2, "PARK");
+  sl_open_scope(L);
+  return 1;
+}

@@ -1,0 +1,428 @@
+-- sluice: the public module.  Tasks, scopes and combinators over the
+-- native scheduler in lib/ (reached through "sluice.core").
+--
+-- Blocking functions call into C, which parks the running task and
+-- yields core.PARK; they resume with a wake code (0 ok, 1 timeout,
+-- 2 cancelled) that is turned into results or errors here.
+
+local core = require "sluice.core"
+
+local type, select, error, pcall, tostring, setmetatable, rawequal =
+      type, select, error, pcall, tostring, setmetatable, rawequal
+local unpack = unpack
+local floor, huge = math.floor, math.huge
+local fmt = string.format
+local co_create, co_resume, co_yield, co_status, co_isyieldable =
+      coroutine.create, coroutine.resume, coroutine.yield, coroutine.status,
+      coroutine.isyieldable
+local traceback = debug.traceback
+
+local c_spawn, c_current, c_sleep, c_yield, c_await, c_result =
+      core.spawn, core.current, core.sleep, core.yield, core.await, core.result
+local c_cancel, c_park, c_wake, c_shield, c_now, c_reason, c_at_top =
+      core.cancel, core.park, core.wake, core.shield, core.now, core.reason,
+      core.at_top
+local scope_new, scope_spawn, scope_wait, scope_cancel, scope_arm, scope_close =
+      core.scope_new, core.scope_spawn, core.scope_wait, core.scope_cancel,
+      core.scope_arm, core.scope_close
+local PARK = core.PARK
+local WAKE_CANCEL = 2
+
+local M = { _VERSION = "sluice 0.1.0" }
+local task_methods = core.task_methods
+local scope_methods = core.scope_methods
+
+---------------------------------------------------------------- errors
+
+local Error = {}
+Error.__index = Error
+Error.__tostring = function(e) return e.message end
+
+-- Builds a runtime error {kind=, message=, traceback=}; level counts
+-- from the caller of new_error, as in error().
+local function new_error(kind, message, level)
+  local e = setmetatable({ kind = kind, message = message }, Error)
+  e.traceback = traceback(message, (level or 1) + 1)
+  return e
+end
+
+local function raise(kind, message, level)
+  error(new_error(kind, message, (level or 1) + 1), 0)
+end
+
+debug.getregistry()["sluice.errfn"] = function(kind, message, level)
+  return new_error(kind, message, (level or 1) + 1)
+end
+
+-- A value as error messages show it: numbers as numbers, others by type.
+local function describe(v)
+  if type(v) == "number" then
+    if v ~= v then return "nan" end
+    if v == huge then return "inf" elseif v == -huge then return "-inf" end
+    return fmt("%.14g", v)
+  elseif type(v) == "string" then
+    return fmt("%q", #v > 20 and v:sub(1, 20) .. "..." or v)
+  end
+  return type(v)
+end
+
+local function check_duration(fn, name, v, allow_zero)
+  if type(v) ~= "number" or v ~= v or v == huge or v < 0 or (v == 0 and not allow_zero) then
+    raise("invalid", fmt("%s: %s must be a %s number of seconds (got %s)", fn, name,
+      allow_zero and "finite non-negative" or "finite positive", describe(v)), 3)
+  end
+end
+
+local function check_function(fn, name, v, level)
+  if type(v) ~= "function" then
+    raise("invalid", fmt("%s: %s must be a function (got %s)", fn, name, describe(v)), (level or 2) + 1)
+  end
+end
+
+-- Raises unless the caller can block: inside a task and yieldable.
+local function check_block(fn)
+  if not co_isyieldable() or not c_current() then
+    if c_current() then
+      raise("invalid", fn .. ": cannot block here (inside a C call such as a " ..
+        "table.sort comparator or a string.gsub callback)", 3)
+    end
+    raise("invalid", fn .. ": must be called from a task", 3)
+  end
+end
+
+local function raise_cancelled(level)
+  local t = c_current()
+  local reason = t and c_reason(t)
+  local e = new_error("cancelled", reason ~= nil and "cancelled: " .. tostring(reason) or "cancelled",
+    (level or 1) + 1)
+  e.reason = reason
+  error(e, 0)
+end
+
+local function is_cancel(err)
+  return type(err) == "table" and getmetatable(err) == Error and err.kind == "cancelled"
+end
+
+M.error = function(kind, message)
+  if type(kind) ~= "string" then raise("invalid", "sluice.error: kind must be a string (got " .. describe(kind) .. ")", 2) end
+  return new_error(kind, message == nil and kind or tostring(message), 2)
+end
+M.is_error = function(v, kind)
+  return type(v) == "table" and getmetatable(v) == Error and (kind == nil or v.kind == kind)
+end
+M.Error = Error
+
+---------------------------------------------------------------- tasks
+
+-- Which task's error a task re-raised (weak): the report follows it to
+-- the traceback of where the error really happened.
+local origin = setmetatable({}, { __mode = "k" })
+
+local function settle(t, ok, ...)
+  if ok then return ... end
+  local err = ...
+  local cur = c_current()
+  if cur then origin[cur] = t end
+  error(err, 0)
+end
+
+function M.spawn(fn, ...)
+  return c_spawn(fn, ...)
+end
+
+M.current = c_current
+M.now = c_now
+
+function M.sleep(s)
+  check_duration("sluice.sleep", "seconds", s, true)
+  check_block("sluice.sleep")
+  if c_sleep(s) == WAKE_CANCEL then raise_cancelled(2) end
+end
+
+function M.yield()
+  check_block("sluice.yield")
+  if c_yield() == WAKE_CANCEL then raise_cancelled(2) end
+end
+
+function task_methods.await(t)
+  check_block("task:await")
+  if c_await(t) == WAKE_CANCEL then raise_cancelled(2) end
+  return settle(t, c_result(t))
+end
+
+function task_methods.cancel(t, reason)
+  return c_cancel(t, reason)
+end
+
+-- task:result() -> true, results... | false, err | nil while unfinished;
+-- never raises and never blocks.
+task_methods.result = c_result
+
+-- The report printed for a task that failed with nobody awaiting it (or
+-- for a failed main chunk, which reads like lua.c's: message, traceback).
+-- Follows re-raised errors back to the task where they were raised.
+function M._report(t, is_main)
+  local err, tb = core.error(t)
+  local msg = tostring(err)
+  if type(err) == "table" and getmetatable(err) ~= Error and not getmetatable(err) then
+    msg = "(error object is a table value)"
+  end
+  local name = t.name and fmt("task #%d (%s)", t.id, t.name) or fmt("task #%d", t.id)
+  local out = { is_main and msg or name .. " failed: " .. msg }
+  if tb then out[#out + 1] = tb end
+  local seen = { [t] = true }
+  local o = origin[t]
+  while o and not seen[o] do
+    seen[o] = true
+    local oerr, otb = core.error(o)
+    if not rawequal(oerr, err) then break end
+    local oname = o.name and fmt("task #%d (%s)", o.id, o.name) or fmt("task #%d", o.id)
+    out[#out + 1] = "raised in " .. oname .. ":"
+    if otb then out[#out + 1] = otb end
+    o = origin[o]
+  end
+  return table.concat(out, "\n")
+end
+
+---------------------------------------------------------------- scopes
+
+-- Runs spawner(s) to start children in a fresh scope, waits for all of
+-- them, and settles: the first failure is re-raised, a cancelled owner
+-- raises cancelled.  Returns the scope's outcome for the caller to read.
+local function run_scope(fn_name, timeout, spawner, a, b)
+  local s = scope_new()
+  if timeout then scope_arm(s, timeout) end
+  local ok, perr = pcall(spawner, s, a, b)
+  if not ok then scope_cancel(s) end
+  scope_wait(s)
+  local failed, timed_out = scope_close(s)
+  if failed then settle(failed, c_result(failed)) end
+  if not ok then error(perr, 0) end
+  if c_shield(0) then raise_cancelled(3) end
+  return timed_out
+end
+
+function scope_methods.spawn(s, fn, ...)
+  return scope_spawn(s, fn, ...)
+end
+
+function scope_methods.cancel(s)
+  scope_cancel(s)
+end
+
+local function pack(...) return { n = select("#", ...), ... } end
+
+-- sluice.scope([opts,] fn): runs fn(scope) as the first child of a new
+-- scope and returns its results once every child has finished.
+function M.scope(opts, fn)
+  if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("invalid", "sluice.scope: opts must be a table (got " .. describe(opts) .. ")", 2)
+  end
+  check_function("sluice.scope", "fn", fn)
+  local timeout = opts and opts.timeout
+  if timeout ~= nil then check_duration("sluice.scope", "timeout", timeout) end
+  check_block("sluice.scope")
+  local body
+  local timed_out = run_scope("sluice.scope", timeout, function(s)
+    body = scope_spawn(s, fn, s)
+  end)
+  if body.status == "cancelled" then
+    if timed_out then raise("timeout", "sluice.scope: timed out after " .. describe(timeout) .. " s", 2) end
+    return
+  end
+  return select(2, c_result(body))
+end
+
+-- sluice.timeout(seconds, fn, ...): fn(...) with a deadline; on expiry fn
+-- is cancelled (its cleanups run) and a timeout error is raised.
+function M.timeout(seconds, fn, ...)
+  check_duration("sluice.timeout", "seconds", seconds)
+  check_function("sluice.timeout", "fn", fn)
+  check_block("sluice.timeout")
+  local args, body = pack(...)
+  local timed_out = run_scope("sluice.timeout", seconds, function(s)
+    body = scope_spawn(s, fn, unpack(args, 1, args.n))
+  end)
+  if body.status == "cancelled" then
+    if timed_out then raise("timeout", "sluice.timeout: timed out after " .. describe(seconds) .. " s", 2) end
+    raise_cancelled(2)
+  end
+  return select(2, c_result(body))
+end
+
+-- sluice.shield(fn, ...): fn runs to the end even if the task is
+-- cancelled meanwhile; the cancellation takes effect at the next
+-- blocking call after it.
+function M.shield(fn, ...)
+  check_function("sluice.shield", "fn", fn)
+  c_shield(1)
+  local r = pack(pcall(fn, ...))
+  c_shield(-1)
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
+---------------------------------------------------------------- combinators
+
+local function check_list(fn, list)
+  if type(list) ~= "table" then
+    raise("invalid", fn .. ": list must be a table (got " .. describe(list) .. ")", 3)
+  end
+  local n = #list
+  for i = 1, n do
+    local v = list[i]
+    if type(v) ~= "function" and not (type(v) == "userdata" and getmetatable(v) and v.await == task_methods.await) then
+      raise("invalid", fmt("%s: list[%d] must be a function or a task (got %s)", fn, i, describe(v)), 3)
+    end
+  end
+  return n
+end
+
+-- Runs one list item in a child task: calls a function, or awaits a task
+-- (cancelling that task if the child is cancelled while waiting).
+local function run_item(item)
+  if type(item) == "function" then return item() end
+  local r = pack(pcall(item.await, item))
+  if not r[1] then
+    if is_cancel(r[2]) and c_shield(0) then item:cancel() end
+    error(r[2], 0)
+  end
+  return unpack(r, 2, r.n)
+end
+
+-- sluice.all(list): every item's first result, in order; the first
+-- failure cancels the rest and is raised.
+function M.all(list)
+  local n = check_list("sluice.all", list)
+  check_block("sluice.all")
+  local results = {}
+  run_scope("sluice.all", nil, function(s)
+    for i = 1, n do
+      scope_spawn(s, function() results[i] = (run_item(list[i])) end)
+    end
+  end)
+  return results
+end
+
+function M.all_settled(list)
+  local n = check_list("sluice.all_settled", list)
+  check_block("sluice.all_settled")
+  local results = {}
+  run_scope("sluice.all_settled", nil, function(s)
+    for i = 1, n do
+      scope_spawn(s, function()
+        local ok, v = pcall(run_item, list[i])
+        if ok then results[i] = { ok = true, value = v }
+        else results[i] = { ok = false, err = v } end
+      end)
+    end
+  end)
+  return results
+end
+
+-- sluice.race(list): the first item to settle wins (its results, or its
+-- error raised); the others are cancelled.
+function M.race(list)
+  local n = check_list("sluice.race", list)
+  if n == 0 then raise("invalid", "sluice.race: list is empty", 2) end
+  check_block("sluice.race")
+  local winner
+  run_scope("sluice.race", nil, function(s)
+    for i = 1, n do
+      scope_spawn(s, function()
+        local r = pack(pcall(run_item, list[i]))
+        if winner then return end
+        winner = r
+        if not r[1] then error(r[2], 0) end
+        scope_cancel(s)
+      end)
+    end
+  end)
+  return unpack(winner, 2, winner.n)
+end
+
+-- sluice.any(list): the first success wins and the rest are cancelled;
+-- if every item fails, raises an "aggregate" error listing them.
+function M.any(list)
+  local n = check_list("sluice.any", list)
+  if n == 0 then raise("invalid", "sluice.any: list is empty", 2) end
+  check_block("sluice.any")
+  local winner, errors = nil, {}
+  run_scope("sluice.any", nil, function(s)
+    for i = 1, n do
+      scope_spawn(s, function()
+        local r = pack(pcall(run_item, list[i]))
+        if winner then return end
+        if r[1] then winner = r; scope_cancel(s) else errors[i] = r[2] end
+      end)
+    end
+  end)
+  if winner then return unpack(winner, 2, winner.n) end
+  local e = new_error("aggregate", fmt("sluice.any: all %d failed (first: %s)", n, tostring(errors[1])), 2)
+  e.errors = errors
+  error(e, 0)
+end
+
+---------------------------------------------------------------- callbacks
+
+-- sluice.await(f, ...): calls f(..., callback) and blocks until the
+-- callback runs; returns the callback's arguments unchanged.  A call that
+-- fails synchronously (luv returns nil, err) returns err at once.
+function M.await(f, ...)
+  check_function("sluice.await", "f", f)
+  check_block("sluice.await")
+  local t, res, done = c_current(), nil, false
+  local n = select("#", ...)
+  local args = { ... }
+  args[n + 1] = function(...)
+    if done then return end
+    done, res = true, pack(...)
+    c_wake(t)
+  end
+  local r1, r2 = f(unpack(args, 1, n + 1))
+  if not done and r1 == nil and r2 ~= nil then
+    done = true
+    return r2
+  end
+  if not done and c_park("callback") == WAKE_CANCEL then
+    done = true
+    raise_cancelled(2)
+  end
+  return unpack(res, 1, res.n)
+end
+
+---------------------------------------------------------------- coroutines
+
+-- A user's own coroutine inside a task may block: its park yields are
+-- passed up to the scheduler and the wake value passed back down.
+local function pass_through(co, ok, ...)
+  if ok and (...) == PARK and co_status(co) == "suspended" then
+    return pass_through(co, co_resume(co, co_yield(PARK)))
+  end
+  return ok, ...
+end
+
+local function resume(co, ...)
+  return pass_through(co, co_resume(co, ...))
+end
+
+local function wrap_result(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+
+coroutine.resume = resume
+coroutine.wrap = function(f)
+  local co = co_create(f)
+  return function(...) return wrap_result(resume(co, ...)) end
+end
+coroutine.yield = function(...)
+  if c_at_top() then
+    error("coroutine.yield: attempt to yield from outside a coroutine (use sluice.yield in a task)", 2)
+  end
+  return co_yield(...)
+end
+
+M.Error = Error
+return M

@@ -1,0 +1,110 @@
+/*
+ * sl_run.c - running a runtime to the end: deadlock detection, the
+ * report of failures nobody observed, and shutdown.
+ */
+#include "sl_runtime.h"
+#include "../lib/sl_lua.h"
+
+#include <stdlib.h>
+
+/* Pushes tostring(task). */
+static void sl_pushtaskname(lua_State *L, sl_task *t) {
+  sl_pushtask(L, t);
+  if (!luaL_callmeta(L, -1, "__tostring")) lua_pushliteral(L, "task");
+  lua_remove(L, -2);
+}
+
+/* Appends one line per parked task with what it waits on and where. */
+static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
+  lua_pushliteral(L, "\n  ");
+  luaL_addvalue(b);
+  sl_pushtaskname(L, t);
+  luaL_addvalue(b);
+  lua_pushfstring(L, " waiting on %s", t->wait.what);
+  luaL_addvalue(b);
+  if (t->wait.obj && t->wait.what && t->wait.what[0] == 'a') {   /* await */
+    lua_pushliteral(L, " ");
+    luaL_addvalue(b);
+    sl_pushtaskname(L, (sl_task *)t->wait.obj);
+    luaL_addvalue(b);
+  }
+  luaL_traceback(L, t->co, NULL, 0);
+  lua_pushfstring(L, "\n  %s", lua_tostring(L, -1));
+  lua_remove(L, -2);
+  luaL_addvalue(b);
+}
+
+/* Nothing can run again but tasks are parked: report them all. */
+static void sl_report_deadlock(sl_runtime *rt) {
+  lua_State *L = rt->L;
+  luaL_Buffer b;
+  sl_queue *q;
+  lua_checkstack(L, 16);
+  luaL_buffinit(L, &b);
+  lua_pushfstring(L, "sluice: deadlock: %d task%s waiting and nothing can wake %s:",
+                  (int)rt->S.nwaiting, rt->S.nwaiting == 1 ? " is" : "s are",
+                  rt->S.nwaiting == 1 ? "it" : "them");
+  luaL_addvalue(&b);
+  sl_queue_foreach(q, &rt->S.tasks) {
+    sl_task *t = sl_queue_data(q, sl_task, all);
+    if (t->status == SL_WAITING) sl_describe_waiter(L, t, &b);
+  }
+  luaL_pushresult(&b);
+  sl_report(rt, lua_tostring(L, -1));
+  lua_pop(L, 1);
+  rt->status = 2;
+}
+
+/* Failed root tasks still reachable but never awaited. */
+static void sl_report_unobserved(sl_runtime *rt) {
+  lua_State *L = rt->L;
+  sl_sched *S = &rt->S;
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    sl_task *t = sl_totask(L, -2);
+    lua_pop(L, 1);
+    if (t && !t->observed) {
+      t->observed = 1;
+      lua_pushvalue(L, -1);
+      S->on_unhandled(S, t, L);
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+}
+
+int sl_run(sl_runtime *rt) {
+  for (;;) {
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    if (rt->S.nwaiting == 0 || rt->deadlocks++) break;
+    sl_report_deadlock(rt);
+    sl_cancel_all(rt);   /* let the parked tasks unwind */
+  }
+  lua_gc(rt->L, LUA_GCCOLLECT, 0);
+  sl_report_unobserved(rt);
+  return rt->status;
+}
+
+void sl_close(sl_runtime *rt) {
+  lua_State *L = rt->L;
+  int i;
+  if (L) {
+    sl_cancel_all(rt);
+    for (i = 0; i < 100 && !sl_queue_empty(&rt->S.ready); i++)
+      uv_run(rt->loop, UV_RUN_NOWAIT);
+    (void)luaL_dostring(L, "local uv = package.loaded.luv\n"
+                     "if uv then uv.walk(function(h) if not h:is_closing() then h:close() end end) end");
+    lua_settop(L, 0);
+    uv_run(rt->loop, UV_RUN_NOWAIT);
+  }
+  sl_sched_close(&rt->S);
+  uv_close((uv_handle_t *)&rt->sigint, NULL);
+  uv_run(rt->loop, UV_RUN_NOWAIT);
+  if (L) lua_close(L);
+  if (rt->owns_loop) {
+    uv_run(rt->loop, UV_RUN_DEFAULT);
+    uv_loop_close(rt->loop);
+  }
+  free(rt);
+}
