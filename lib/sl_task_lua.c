@@ -287,6 +287,29 @@ static int l_at_top(lua_State *L) {
   return 1;
 }
 
+/* core.stats() -> counts of the scheduler, for tests and reports. */
+static int l_stats(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
+  sl_queue *q;
+  int tasks = 0, ready = 0;
+  sl_queue_foreach(q, &S->tasks) tasks++;
+  sl_queue_foreach(q, &S->ready) ready++;
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, tasks);
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, ready);
+  lua_setfield(L, -2, "ready");
+  lua_pushinteger(L, S->nwaiting);
+  lua_setfield(L, -2, "waiting");
+  lua_pushinteger(L, S->timers.len);
+  lua_setfield(L, -2, "timers");
+  lua_pushinteger(L, S->root.nlive);
+  lua_setfield(L, -2, "root_tasks");
+  lua_pushboolean(L, S->virtual_clock);
+  lua_setfield(L, -2, "virtual_clock");
+  return 1;
+}
+
 static int l_now(lua_State *L) {
   lua_pushnumber(L, sl_now(sl_getsched(L)));
   return 1;
@@ -364,7 +387,7 @@ static const luaL_Reg sl_core_funcs[] = {
   {"yield", l_yield}, {"await", l_await}, {"result", l_result},
   {"error", l_error}, {"cancel", l_cancel}, {"park", l_park},
   {"wake", l_wake}, {"shield", l_shield}, {"now", l_now},
-  {"reason", l_reason}, {"at_top", l_at_top},
+  {"reason", l_reason}, {"at_top", l_at_top}, {"stats", l_stats},
   {NULL, NULL}
 };
 

@@ -132,6 +132,8 @@ end
 
 M.current = c_current
 M.now = c_now
+-- sluice.stats(): scheduler counts {tasks=, ready=, waiting=, timers=, ...}
+M.stats = core.stats
 
 function M.sleep(s)
   check_duration("sluice.sleep", "seconds", s, true)
