@@ -40,5 +40,6 @@ void sl_task_push_error(lua_State *L, int idx);
 
 int luaopen_sluice_core(lua_State *L);
 int sl_open_scope(lua_State *L);
+int sl_open_simulate(lua_State *L);
 
 #endif

@@ -411,5 +411,6 @@ int luaopen_sluice_core(lua_State *L) {
   lua_pushlightuserdata(L, SL_PARK);
   lua_setfield(L, -2, "PARK");
   sl_open_scope(L);
+  sl_open_simulate(L);
   return 1;
 }

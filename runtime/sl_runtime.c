@@ -52,11 +52,11 @@ static void sl_report_task(sl_runtime *rt, lua_State *L, int is_main) {
 
 static void sl_on_unhandled(sl_sched *S, sl_task *t, lua_State *L) {
   (void)t;
-  sl_report_task((sl_runtime *)S, L, 0);
+  sl_report_task((sl_runtime *)S->data, L, 0);
 }
 
 static void sl_on_main_done(sl_sched *S, sl_task *t, lua_State *L) {
-  sl_runtime *rt = (sl_runtime *)S;
+  sl_runtime *rt = (sl_runtime *)S->data;
   if (t->status == SL_FAILED) {
     sl_report_task(rt, L, 1);
     if (rt->abort_on_main_error) sl_cancel_all(rt);
@@ -142,6 +142,7 @@ sl_runtime *sl_open(const sl_options *opts) {
   }
   rt->S.on_main_done = sl_on_main_done;
   rt->S.on_unhandled = sl_on_unhandled;
+  rt->S.data = rt;
   uv_signal_init(rt->loop, &rt->sigint);
   rt->sigint.data = rt;
   uv_signal_start(&rt->sigint, sl_sigint_cb, SIGINT);

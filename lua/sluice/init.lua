@@ -366,6 +366,38 @@ function M.any(list)
   error(e, 0)
 end
 
+---------------------------------------------------------------- simulation
+
+-- sluice.run([opts,] fn, ...): runs fn(...) as the root task of a nested
+-- scheduler and returns its results once everything it started is done.
+-- opts.clock = "virtual" runs it on a virtual clock starting at 0, for
+-- simulating a system: time jumps to the next timer whenever nothing is
+-- runnable.  The calling task (and the rest of the program) waits
+-- meanwhile; real I/O does not progress inside the block.
+function M.run(opts, fn, ...)
+  local args
+  if type(opts) == "function" then
+    args = pack(fn, ...)
+    opts, fn = {}, opts
+  else
+    args = pack(...)
+  end
+  if type(opts) ~= "table" then
+    raise("invalid", "sluice.run: opts must be a table (got " .. describe(opts) .. ")", 2)
+  end
+  local clock = opts.clock == nil and "real" or opts.clock
+  if clock ~= "real" and clock ~= "virtual" then
+    raise("invalid", "sluice.run: clock must be \"real\" or \"virtual\" (got " .. describe(clock) .. ")", 2)
+  end
+  check_function("sluice.run", "fn", fn)
+  local stuck, t = core.run(clock == "virtual", fn, unpack(args, 1, args.n))
+  if stuck > 0 then
+    raise("deadlock", fmt("sluice.run: deadlock: %d task%s waiting and nothing could wake %s",
+      stuck, stuck == 1 and " was" or "s were", stuck == 1 and "it" or "them"), 2)
+  end
+  return settle(t, c_result(t))
+end
+
 ---------------------------------------------------------------- callbacks
 
 -- sluice.await(f, ...): calls f(..., callback) and blocks until the
