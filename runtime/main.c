@@ -146,6 +146,7 @@ int main(int argc, char **argv) {
   if (!(rt = sl_open(&opts))) return 1;
   L = sl_lua(rt);
   rt->abort_on_main_error = 1;
+  sl_install_sigint(rt);
   if (c.version) sl_print_version(L);
   sl_push_arg(L, argc, argv, c.script);
   luaL_loadbuffer(L, sl_driver, sizeof sl_driver - 1, "=[sluice]");

@@ -99,7 +99,7 @@ void sl_close(sl_runtime *rt) {
     uv_run(rt->loop, UV_RUN_NOWAIT);
   }
   sl_sched_close(&rt->S);
-  uv_close((uv_handle_t *)&rt->sigint, NULL);
+  sl_remove_sigint(rt);
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (L) lua_close(L);
   if (rt->owns_loop) {

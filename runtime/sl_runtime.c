@@ -73,22 +73,6 @@ void sl_cancel_all(sl_runtime *rt) {
   }
 }
 
-/* First Ctrl-C cancels (cleanups run); the second one exits at once. */
-static void sl_sigint_cb(uv_signal_t *h, int signum) {
-  sl_runtime *rt = h->data;
-  (void)signum;
-  if (rt->on_interrupt) {
-    rt->on_interrupt(rt);
-    return;
-  }
-  if (++rt->interrupts >= 2) {
-    fprintf(stderr, "\nsluice: interrupted\n");
-    exit(130);
-  }
-  rt->status = 130;
-  sl_cancel_all(rt);
-}
-
 static int sl_init_lua(sl_runtime *rt) {
   lua_State *L = rt->L;
   luaL_openlibs(L);
@@ -143,10 +127,6 @@ sl_runtime *sl_open(const sl_options *opts) {
   rt->S.on_main_done = sl_on_main_done;
   rt->S.on_unhandled = sl_on_unhandled;
   rt->S.data = rt;
-  uv_signal_init(rt->loop, &rt->sigint);
-  rt->sigint.data = rt;
-  uv_signal_start(&rt->sigint, sl_sigint_cb, SIGINT);
-  uv_unref((uv_handle_t *)&rt->sigint);
   if (sl_init_lua(rt)) {
     sl_close(rt);
     return NULL;
@@ -157,6 +137,18 @@ sl_runtime *sl_open(const sl_options *opts) {
 lua_State *sl_lua(sl_runtime *rt) { return rt->L; }
 uv_loop_t *sl_loop(sl_runtime *rt) { return rt->loop; }
 int sl_failures(sl_runtime *rt) { return rt->failures; }
+int sl_status(sl_runtime *rt) { return rt->status; }
+
+int sl_tasks(sl_runtime *rt) {
+  sl_queue *q;
+  int n = 0;
+  sl_queue_foreach(q, &rt->S.tasks) n++;
+  return n;
+}
+
+void sl_start(sl_runtime *rt, int nargs) {
+  sl_start_main(rt, nargs, NULL);
+}
 
 sl_task *sl_start_main(sl_runtime *rt, int nargs, const char *name) {
   lua_State *L = rt->L;

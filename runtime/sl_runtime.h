@@ -13,7 +13,8 @@ struct sl_runtime {
   uv_loop_t *loop;
   uv_loop_t own_loop;
   lua_State *L;
-  uv_signal_t sigint;
+  uv_async_t sigasync;     /* SIGINT, forwarded to the loop */
+  int sigint_installed;
   sl_error_fn on_error;
   void *error_ud;
   void (*on_interrupt)(sl_runtime *rt);   /* REPL: cancel the running line */
@@ -30,6 +31,9 @@ struct sl_runtime {
 sl_task *sl_start_main(sl_runtime *rt, int nargs, const char *name);
 void sl_report(sl_runtime *rt, const char *text);
 void sl_cancel_all(sl_runtime *rt);
+/* Ctrl-C handling for the CLI (sl_signal.c); embedders keep their own. */
+int sl_install_sigint(sl_runtime *rt);
+void sl_remove_sigint(sl_runtime *rt);
 /* Embedded Lua modules (generated at build time). */
 int sl_preload_embedded(lua_State *L);
 int sl_open_uv(sl_runtime *rt);
