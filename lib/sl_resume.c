@@ -40,13 +40,16 @@ static int sl_settle_env(lua_State *L, sl_task *t, int rc) {
       lua_setfield(L, -2, "tb");
     }
   }
-  /* keep a cancel reason recorded earlier in the old env */
+  /* keep the name and cancel reason recorded in a private env */
   sl_task_env(L, -2, 0);
-  lua_getfield(L, -1, "reason");
-  lua_setfield(L, -3, "reason");
-  lua_getfield(L, -1, "name");
-  lua_setfield(L, -3, "name");
-  lua_pop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->sched->ref_noenv);
+  if (!lua_rawequal(L, -1, -2)) {
+    lua_getfield(L, -2, "reason");
+    lua_setfield(L, -4, "reason");
+    lua_getfield(L, -2, "name");
+    lua_setfield(L, -4, "name");
+  }
+  lua_pop(L, 2);
   lua_setfenv(L, -2);
   return status;
 }
@@ -73,13 +76,13 @@ static void sl_scope_child_done(lua_State *L, sl_task *t) {
 
 /* A root-scope task failed and nobody is awaiting it: remember it so it
  * is reported when its object is collected or the runtime ends. */
-static void sl_mark_unobserved(lua_State *L) {
-  lua_getfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+static void sl_mark_unobserved(lua_State *L, sl_sched *S) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_unobserved);
   lua_pushvalue(L, -2);
   lua_pushboolean(L, 1);
   lua_rawset(L, -3);
   lua_pop(L, 1);
-  luaL_getmetatable(L, SL_TASK_MT ".failed");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_failed_mt);
   lua_setmetatable(L, -2);
 }
 
@@ -102,7 +105,7 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
     t->observed = 1;
     if (S->on_main_done) S->on_main_done(S, t, L);
   } else if (t->status == SL_FAILED && !t->observed) {
-    sl_mark_unobserved(L);
+    sl_mark_unobserved(L, S);
   }
   luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);

@@ -110,6 +110,10 @@ struct sl_sched {
   uint32_t nunhandled;    /* failures nobody observed (exit status) */
   uint8_t virtual_clock;
   uint8_t closing;
+  int ref_task_mt;        /* registry refs, looked up on hot paths */
+  int ref_failed_mt;
+  int ref_noenv;
+  int ref_unobserved;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void *data;

@@ -13,17 +13,32 @@ static const char *const sl_status_names[] = {
   "ready", "running", "waiting", "done", "failed", "cancelled"
 };
 
+/* A lightuserdata key: hashing a pointer is cheaper than interning a
+ * string key on every call. */
+static char sl_sched_key;
+
 sl_sched *sl_getsched(lua_State *L) {
   sl_sched *S;
-  lua_getfield(L, LUA_REGISTRYINDEX, "sluice.sched");
+  lua_pushlightuserdata(L, &sl_sched_key);
+  lua_rawget(L, LUA_REGISTRYINDEX);
   S = lua_touserdata(L, -1);
   lua_pop(L, 1);
   return S;
 }
 
+/* Makes S the active scheduler of L; a new one inherits the registry
+ * references of the one it replaces (nested runs). */
 void sl_setsched(lua_State *L, sl_sched *S) {
+  sl_sched *old = sl_getsched(L);
+  if (old && S && S->ref_task_mt == LUA_NOREF) {
+    S->ref_task_mt = old->ref_task_mt;
+    S->ref_failed_mt = old->ref_failed_mt;
+    S->ref_noenv = old->ref_noenv;
+    S->ref_unobserved = old->ref_unobserved;
+  }
+  lua_pushlightuserdata(L, &sl_sched_key);
   lua_pushlightuserdata(L, S);
-  lua_setfield(L, LUA_REGISTRYINDEX, "sluice.sched");
+  lua_rawset(L, LUA_REGISTRYINDEX);
 }
 
 int sl_raise(lua_State *L, const char *kind, const char *fmt, ...) {
@@ -42,11 +57,13 @@ int sl_raise(lua_State *L, const char *kind, const char *fmt, ...) {
 
 sl_task *sl_totask(lua_State *L, int idx) {
   sl_task *t = lua_touserdata(L, idx);
+  sl_sched *S;
   if (!t || !lua_getmetatable(L, idx)) return NULL;
-  lua_getfield(L, LUA_REGISTRYINDEX, SL_TASK_MT);
+  S = sl_getsched(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
   if (!lua_rawequal(L, -1, -2)) {
     lua_pop(L, 1);
-    lua_getfield(L, LUA_REGISTRYINDEX, SL_TASK_MT ".failed");
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_failed_mt);
     if (!lua_rawequal(L, -1, -2)) t = NULL;
   }
   lua_pop(L, 2);
@@ -72,7 +89,7 @@ sl_task *sl_running(lua_State *L, const char *fn) {
 void sl_task_env(lua_State *L, int idx, int create) {
   lua_getfenv(L, idx);
   if (!create) return;
-  lua_getfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, sl_getsched(L)->ref_noenv);
   if (lua_rawequal(L, -1, -2)) {
     lua_pop(L, 2);
     lua_newtable(L);
@@ -89,9 +106,9 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   int i;
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   t = lua_newuserdata(L, sizeof *t);
-  luaL_getmetatable(L, SL_TASK_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
   lua_setmetatable(L, -2);
-  lua_getfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
   lua_setfenv(L, -2);
   co = lua_newthread(L);
   for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
@@ -192,14 +209,14 @@ static int l_result(lua_State *L) {
   sl_task *t = sl_checktask(L, 1, "task:await");
   int n, i;
   if (t->status < SL_DONE) return 0;
-  if (!t->observed) {
-    t->observed = 1;
-    lua_getfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+  if (!t->observed && t->status == SL_FAILED) {  /* only failures are listed */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sl_getsched(L)->ref_unobserved);
     lua_pushvalue(L, 1);
     lua_pushnil(L);
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
+  t->observed = 1;
   sl_task_env(L, 1, 0);
   if (t->status != SL_DONE) {
     lua_pushboolean(L, 0);
@@ -393,20 +410,31 @@ static const luaL_Reg sl_core_funcs[] = {
 
 /* require "sluice.core": the scheduler's primitives for lua/sluice/init.lua.
  * core.task_methods is the table task objects look methods up in. */
+static int sl_keepref(lua_State *L, const char *name) {
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, name);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
 int luaopen_sluice_core(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
   lua_newtable(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, SL_NOENV);
+  S->ref_noenv = sl_keepref(L, SL_NOENV);
   lua_newtable(L);
   lua_newtable(L);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
-  lua_setfield(L, LUA_REGISTRYINDEX, SL_UNOBSERVED);
+  S->ref_unobserved = sl_keepref(L, SL_UNOBSERVED);
   lua_newtable(L);                        /* core */
   luaL_register(L, NULL, sl_core_funcs);
   lua_newtable(L);                        /* task methods */
   sl_task_metatable(L, SL_TASK_MT, 0);
   sl_task_metatable(L, SL_TASK_MT ".failed", 1);
+  luaL_getmetatable(L, SL_TASK_MT);
+  S->ref_task_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaL_getmetatable(L, SL_TASK_MT ".failed");
+  S->ref_failed_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "task_methods");
   lua_pushlightuserdata(L, SL_PARK);
   lua_setfield(L, -2, "PARK");

@@ -22,7 +22,7 @@ static int sl_traceback(lua_State *L) {
 }
 
 static sl_runtime *sl_rt_of(lua_State *L) {
-  return (sl_runtime *)sl_getsched(L);
+  return (sl_runtime *)sl_getsched(L)->data;
 }
 
 /* luv's callback runner: pcall with a traceback, report on error. */

@@ -79,15 +79,18 @@ local function check_function(fn, name, v, level)
   end
 end
 
--- Raises unless the caller can block: inside a task and yieldable.
-local function check_block(fn)
-  if not co_isyieldable() or not c_current() then
-    if c_current() then
-      raise("invalid", fn .. ": cannot block here (inside a C call such as a " ..
-        "table.sort comparator or a string.gsub callback)", 3)
-    end
-    raise("invalid", fn .. ": must be called from a task", 3)
+-- Raises unless the caller can block: inside a task and yieldable.  The
+-- common case costs one builtin call; C rechecks that a task is running.
+local function blocked(fn)
+  if c_current() then
+    raise("invalid", fn .. ": cannot block here (inside a C call such as a " ..
+      "table.sort comparator or a string.gsub callback)", 4)
   end
+  raise("invalid", fn .. ": must be called from a task", 4)
+end
+
+local function check_block(fn)
+  if not co_isyieldable() then blocked(fn) end
 end
 
 local function raise_cancelled(level)
