@@ -13,6 +13,7 @@
 #define SL_TASK_MT      "sluice.task"
 #define SL_SCOPE_MT     "sluice.scope"
 #define SL_ERRFN        "sluice.errfn"      /* Lua: function(kind, msg, level) -> err */
+#define SL_CANCELFN     "sluice.cancelfn"   /* Lua: function(task) -> cancelled err */
 #define SL_UNOBSERVED   "sluice.unobserved" /* weak-keyed: failed root tasks */
 #define SL_NOENV        "sluice.noenv"      /* shared empty env of fresh tasks */
 

@@ -114,10 +114,27 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   lua_settop(L, top);
 }
 
+/* A task cancelled before it ever ran does not start: it settles as
+ * cancelled with the error it would have raised at its first wait. */
+static void sl_task_cancel_unstarted(sl_sched *S, sl_task *t) {
+  lua_State *L = S->L;
+  lua_settop(t->co, 0);
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_CANCELFN);
+  sl_pushtask(L, t);
+  lua_call(L, 1, 1);
+  lua_xmove(L, t->co, 1);
+  t->started = 1;
+  sl_task_settle(S, t, LUA_ERRRUN);
+}
+
 static void sl_task_resume(sl_sched *S, sl_task *t) {
   lua_State *co = t->co;
   sl_task *prev = S->current;
   int nargs, rc;
+  if (!t->started && t->cancelled && !t->shield) {
+    sl_task_cancel_unstarted(S, t);
+    return;
+  }
   if (t->started) {
     lua_pushinteger(co, t->wake);
     nargs = 1;

@@ -93,13 +93,19 @@ local function check_block(fn)
   if not co_isyieldable() then blocked(fn) end
 end
 
-local function raise_cancelled(level)
-  local t = c_current()
+-- The error a cancelled task raises: kind "cancelled", with the reason
+-- given to task:cancel, if any.
+local function cancelled_error(t, level)
   local reason = t and c_reason(t)
   local e = new_error("cancelled", reason ~= nil and "cancelled: " .. tostring(reason) or "cancelled",
     (level or 1) + 1)
   e.reason = reason
-  error(e, 0)
+  return e
+end
+debug.getregistry()["sluice.cancelfn"] = cancelled_error
+
+local function raise_cancelled(level)
+  error(cancelled_error(c_current(), (level or 1) + 1), 0)
 end
 
 local function is_cancel(err)
