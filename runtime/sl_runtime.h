@@ -24,6 +24,7 @@ struct sl_runtime {
   int interrupts;
   int deadlocks;
   int abort_on_main_error; /* CLI: a failing main chunk cancels everything */
+  struct sl_repl *repl;    /* the REPL while it runs (repl.c) */
 };
 
 /* Starts the function below nargs values on L's stack as a root task
@@ -40,5 +41,8 @@ int sl_open_uv(sl_runtime *rt);
 /* The REPL (repl.c): reads lines on the loop, runs each as a task.
  * Returns 0 once started; the loop then runs until the user quits. */
 int sl_repl_start(sl_runtime *rt);
+/* Ends the REPL if it runs (terminal restored, history saved, its
+ * handles closing); sl_close calls it first. */
+void sl_repl_close(sl_runtime *rt);
 
 #endif
