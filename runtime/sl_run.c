@@ -86,19 +86,40 @@ int sl_run(sl_runtime *rt) {
   return rt->status;
 }
 
+/* Cancels every task and lets them unwind: their cleanups run at the
+ * next passes (bounded, in case a cleanup keeps blocking). */
+static void sl_unwind(sl_runtime *rt) {
+  int i;
+  sl_cancel_all(rt);
+  for (i = 0; i < 100 && !sl_queue_empty(&rt->S.ready); i++)
+    uv_run(rt->loop, UV_RUN_NOWAIT);
+}
+
+static void sl_close_luv_handles(sl_runtime *rt) {
+  (void)luaL_dostring(rt->L, "local uv = package.loaded.luv\n"
+                      "if uv then uv.walk(function(h) if not h:is_closing() then h:close() end end) end");
+  lua_settop(rt->L, 0);
+}
+
+/* Requests in flight (file system, DNS, work) are Lua userdata that a
+ * thread of libuv's pool may still write to: they must complete before
+ * lua_close.  libuv cannot cancel a request that has started, so this
+ * waits.  Their callbacks are dropped by then (sl_uv.c), so a callback
+ * that would issue another request cannot keep this going. */
+static void sl_drain_requests(sl_runtime *rt) {
+  while (rt->loop->active_reqs.count > 0) uv_run(rt->loop, UV_RUN_ONCE);
+}
+
 void sl_close(sl_runtime *rt) {
   lua_State *L = rt->L;
-  int i;
   if (L) {
-    sl_cancel_all(rt);
-    for (i = 0; i < 100 && !sl_queue_empty(&rt->S.ready); i++)
-      uv_run(rt->loop, UV_RUN_NOWAIT);
-    (void)luaL_dostring(L, "local uv = package.loaded.luv\n"
-                     "if uv then uv.walk(function(h) if not h:is_closing() then h:close() end end) end");
-    lua_settop(L, 0);
-    uv_run(rt->loop, UV_RUN_NOWAIT);
+    sl_repl_close(rt);
+    sl_unwind(rt);
+    sl_close_luv_handles(rt);
+    uv_run(rt->loop, UV_RUN_NOWAIT);   /* their close callbacks */
   }
-  sl_sched_close(&rt->S);
+  sl_sched_close(&rt->S);   /* from here on no callback runs Lua code */
+  sl_drain_requests(rt);
   sl_remove_sigint(rt);
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (L) lua_close(L);

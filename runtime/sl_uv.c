@@ -25,11 +25,17 @@ static sl_runtime *sl_rt_of(lua_State *L) {
   return (sl_runtime *)sl_getsched(L)->data;
 }
 
-/* luv's callback runner: pcall with a traceback, report on error. */
+/* luv's callback runner: pcall with a traceback, report on error.
+ * Once sl_close has closed the scheduler, callbacks of requests still
+ * completing are dropped: their tasks are gone and Lua is about to be. */
 static int sl_luv_pcall(lua_State *L, int nargs, int nresults, int flags) {
   int base = lua_gettop(L) - nargs;   /* the function's slot */
   int rc;
   (void)flags;
+  if (sl_rt_of(L)->S.closing) {
+    lua_settop(L, base - 1);
+    return 0;
+  }
   lua_pushcfunction(L, sl_traceback);
   lua_insert(L, base);
   rc = lua_pcall(L, nargs, nresults, base);

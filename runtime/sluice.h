@@ -58,8 +58,25 @@ int sl_run(sl_runtime *rt);
 /* Number of failures reported so far (0 means all went well). */
 int sl_failures(sl_runtime *rt);
 
+/* The exit status so far, as sl_run returns it, for a host that only
+ * steps and never calls sl_run: 0, or 1 after a failure. */
+int sl_status(sl_runtime *rt);
+
+/* Unfinished tasks: scripts and everything they spawned.  sl_step
+ * returning 0 while this is not 0 means the rest wait on each other. */
+int sl_tasks(sl_runtime *rt);
+
+/* Starts the function below nargs arguments on sl_lua(rt)'s stack as a
+ * task, as sl_dostring starts a chunk, and pops them.  This is how a host
+ * calls into Lua: the function may block, so lua_call will not do. */
+void sl_start(sl_runtime *rt, int nargs);
+
 /* Cancels every task, closes every handle the runtime and its scripts
- * opened, frees the Lua state and (if owned) the loop. */
+ * opened, frees the Lua state and (if owned) the loop.  Requests in
+ * flight on the loop (file system, DNS, work) are waited for first: a
+ * thread may still write to their memory, which belongs to Lua.  On a
+ * host's loop this runs iterations of it (host callbacks may run then);
+ * the host's own handles are left alone. */
 void sl_close(sl_runtime *rt);
 
 #ifdef __cplusplus
