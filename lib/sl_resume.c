@@ -19,6 +19,28 @@ static int sl_is_cancel_error(lua_State *L, int idx) {
   return r;
 }
 
+/* The traceback the entry's handler recorded when the error happened
+ * (exact line numbers), or, failing that, the dead coroutine's. */
+static void sl_push_traceback(lua_State *L, lua_State *co) {
+  lua_getfield(L, LUA_REGISTRYINDEX, SL_TRACEBACKS);
+  if (lua_istable(L, -1)) {
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isstring(L, -1)) {
+      lua_insert(L, -3);
+      lua_pushnil(L);
+      lua_rawset(L, -3);
+      lua_pop(L, 1);
+      return;
+    }
+    lua_pop(L, 2);
+  }
+  lua_pop(L, 1);
+  luaL_traceback(L, co, NULL, 0);
+}
+
 /* Moves the finished coroutine's outcome into a fresh env table of the
  * task userdata on top of L: results as [1..n] + n, or err + traceback. */
 static int sl_settle_env(lua_State *L, sl_task *t, int rc) {
@@ -36,7 +58,7 @@ static int sl_settle_env(lua_State *L, sl_task *t, int rc) {
     status = (t->cancelled && sl_is_cancel_error(L, -1)) ? SL_CANCELLED : SL_FAILED;
     lua_setfield(L, -2, "err");
     if (status == SL_FAILED) {
-      luaL_traceback(L, co, NULL, 0);
+      sl_push_traceback(L, co);
       lua_setfield(L, -2, "tb");
     }
   }

@@ -114,6 +114,7 @@ struct sl_sched {
   int ref_failed_mt;
   int ref_noenv;
   int ref_unobserved;
+  int ref_entry;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void *data;

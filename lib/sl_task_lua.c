@@ -35,6 +35,7 @@ void sl_setsched(lua_State *L, sl_sched *S) {
     S->ref_failed_mt = old->ref_failed_mt;
     S->ref_noenv = old->ref_noenv;
     S->ref_unobserved = old->ref_unobserved;
+    S->ref_entry = old->ref_entry;
   }
   lua_pushlightuserdata(L, &sl_sched_key);
   lua_pushlightuserdata(L, S);
@@ -103,7 +104,7 @@ void sl_task_env(lua_State *L, int idx, int create) {
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
   sl_task *t;
   lua_State *co;
-  int i;
+  int i, co_ref;
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   t = lua_newuserdata(L, sizeof *t);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
@@ -111,11 +112,25 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
   lua_setfenv(L, -2);
   co = lua_newthread(L);
+  /* The body runs under the module's entry function (an xpcall that
+   * records the traceback where an error happens, before unwinding). */
+  if (S->ref_entry == LUA_NOREF) {
+    lua_getfield(L, LUA_REGISTRYINDEX, SL_ENTRY);
+    S->ref_entry = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+  }
+  if (S->ref_entry != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_entry);
+    lua_xmove(L, co, 1);
+  }
   for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
   lua_xmove(L, co, nargs + 1);
-  t->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (S->ref_entry != LUA_NOREF) nargs++;
+  co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* sl_task_init resets the refs: set them after it, or the coroutine's
+   * reference is never released and every finished task leaks it. */
   sl_task_init(t, S, scope);
   t->co = co;
+  t->co_ref = co_ref;
   t->nargs = nargs;
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -206,7 +221,7 @@ static int l_await(lua_State *L) {
 
 /* core.result(task) -> true, results... | false, err.  Marks it observed. */
 static int l_result(lua_State *L) {
-  sl_task *t = sl_checktask(L, 1, "task:await");
+  sl_task *t = sl_checktask(L, 1, "task:result");
   int n, i;
   if (t->status < SL_DONE) return 0;
   if (!t->observed && t->status == SL_FAILED) {  /* only failures are listed */
@@ -353,7 +368,7 @@ static int l_task_newindex(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   if (!k || strcmp(k, "name"))
     return sl_raise(L, "invalid", "task: field '%s' is read-only", k ? k : "?");
-  if (!lua_isnil(L, 3) && !lua_isstring(L, 3))
+  if (!lua_isnil(L, 3) && lua_type(L, 3) != LUA_TSTRING)
     return sl_raise(L, "invalid", "task: name must be a string (got %s)", luaL_typename(L, 3));
   sl_task_env(L, 1, 1);
   lua_pushvalue(L, 3);

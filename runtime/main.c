@@ -31,7 +31,8 @@ static const char sl_driver[] =
   "    if kind == 'e' then f, err = loadstring(v, '=(command line)')\n"
   "    else f, err = loadfile(v ~= '-' and v or nil) end\n"
   "    if not f then error(err, 0) end\n"
-  "    if kind == 'e' then f() else f(unpack(argv, 1, argv.n)) end\n"
+  /* called through an unnamed value so tracebacks say "main chunk" */
+  "    if kind == 'e' then select(2, nil, f)() else select(2, nil, f)(unpack(argv, 1, argv.n)) end\n"
   "  end\n"
   "end\n";
 

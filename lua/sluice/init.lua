@@ -12,9 +12,10 @@ local type, select, error, pcall, tostring, setmetatable, rawequal =
 local unpack = unpack
 local floor, huge = math.floor, math.huge
 local fmt = string.format
-local co_create, co_resume, co_yield, co_status, co_isyieldable =
+local co_create, co_resume, co_yield, co_status, co_isyieldable, co_running =
       coroutine.create, coroutine.resume, coroutine.yield, coroutine.status,
-      coroutine.isyieldable
+      coroutine.isyieldable, coroutine.running
+local xpcall = xpcall
 local traceback = debug.traceback
 
 local c_spawn, c_current, c_sleep, c_yield, c_await, c_result =
@@ -68,7 +69,7 @@ end
 
 local function check_duration(fn, name, v, allow_zero)
   if type(v) ~= "number" or v ~= v or v == huge or v < 0 or (v == 0 and not allow_zero) then
-    raise("invalid", fmt("%s: %s must be a %s number of seconds (got %s)", fn, name,
+    raise("invalid", fmt("%s: %s must be a %s number (got %s)", fn, name,
       allow_zero and "finite non-negative" or "finite positive", describe(v)), 3)
   end
 end
@@ -114,7 +115,9 @@ end
 
 M.error = function(kind, message)
   if type(kind) ~= "string" then raise("invalid", "sluice.error: kind must be a string (got " .. describe(kind) .. ")", 2) end
-  return new_error(kind, message == nil and kind or tostring(message), 2)
+  -- not a tail call: the traceback must keep the caller's frame
+  local e = new_error(kind, message == nil and kind or tostring(message), 2)
+  return e
 end
 M.is_error = function(v, kind)
   return type(v) == "table" and getmetatable(v) == Error and (kind == nil or v.kind == kind)
@@ -122,6 +125,32 @@ end
 M.Error = Error
 
 ---------------------------------------------------------------- tasks
+
+-- Every task body runs as entry(fn, ...): an xpcall whose handler takes
+-- the traceback while the failing frames still exist (a dead coroutine
+-- has lost its line numbers), then the error is re-raised unchanged.
+local tracebacks = setmetatable({}, { __mode = "k" })
+debug.getregistry()["sluice.tracebacks"] = tracebacks
+
+local function on_error(e)
+  if not is_cancel(e) then
+    -- (a nil message would be returned as is: traceback("") starts "\n")
+    local tb = traceback("", 2):sub(2)
+    -- the runtime's own frames below the task body are noise
+    tb = tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", ""):gsub("\n\t%[sluice%]:%d+: in main chunk", "")
+    tracebacks[co_running()] = tb
+  end
+  return e
+end
+
+local function finish(ok, ...)
+  if ok then return ... end
+  error((...), 0)
+end
+
+debug.getregistry()["sluice.entry"] = function(fn, ...)
+  return finish(xpcall(fn, on_error, ...))
+end
 
 -- Which task's error a task re-raised (weak): the report follows it to
 -- the traceback of where the error really happened.
@@ -238,10 +267,10 @@ function M.scope(opts, fn)
   local timed_out = run_scope("sluice.scope", timeout, function(s)
     body = scope_spawn(s, fn, s)
   end)
-  if body.status == "cancelled" then
-    if timed_out then raise("timeout", "sluice.scope: timed out after " .. describe(timeout) .. " s", 2) end
-    return
-  end
+  -- A deadline that fired interrupted something (a child or the body):
+  -- the scope did not finish its work in time, so it raises.
+  if timed_out then raise("timeout", "sluice.scope: timed out after " .. describe(timeout) .. " s", 2) end
+  if body.status == "cancelled" then return end
   return select(2, c_result(body))
 end
 
@@ -255,10 +284,8 @@ function M.timeout(seconds, fn, ...)
   local timed_out = run_scope("sluice.timeout", seconds, function(s)
     body = scope_spawn(s, fn, unpack(args, 1, args.n))
   end)
-  if body.status == "cancelled" then
-    if timed_out then raise("timeout", "sluice.timeout: timed out after " .. describe(seconds) .. " s", 2) end
-    raise_cancelled(2)
-  end
+  if timed_out then raise("timeout", "sluice.timeout: timed out after " .. describe(seconds) .. " s", 2) end
+  if body.status == "cancelled" then raise_cancelled(2) end
   return select(2, c_result(body))
 end
 
@@ -343,7 +370,10 @@ function M.race(list)
     for i = 1, n do
       scope_spawn(s, function()
         local r = pack(pcall(run_item, list[i]))
-        if winner then return end
+        if winner then
+          if not r[1] and is_cancel(r[2]) then error(r[2], 0) end   -- a loser: cancelled
+          return
+        end
         winner = r
         if not r[1] then error(r[2], 0) end
         scope_cancel(s)
@@ -364,7 +394,10 @@ function M.any(list)
     for i = 1, n do
       scope_spawn(s, function()
         local r = pack(pcall(run_item, list[i]))
-        if winner then return end
+        if winner then
+          if not r[1] and is_cancel(r[2]) then error(r[2], 0) end   -- a loser: cancelled
+          return
+        end
         if r[1] then winner = r; scope_cancel(s) else errors[i] = r[2] end
       end)
     end
