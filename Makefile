@@ -22,8 +22,11 @@ $(ASAN_BUILD)/CMakeCache.txt:
 deps:
 	./scripts/deps.sh
 
+# The normal suite, then the same suite in the sanitizer build; a failure
+# stops at once.  The last lines are ctest's summary of the second run.
 test: all
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	@$(MAKE) --no-print-directory test-asan
 
 test-asan: $(ASAN_BUILD)/CMakeCache.txt
 	$(CMAKE) --build $(ASAN_BUILD) -j$(JOBS)
