@@ -6,11 +6,24 @@
 #include "../lib/sl_lua.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* Pushes tostring(task). */
 static void sl_pushtaskname(lua_State *L, sl_task *t) {
   sl_pushtask(L, t);
   if (!luaL_callmeta(L, -1, "__tostring")) lua_pushliteral(L, "task");
+  lua_remove(L, -2);
+}
+
+/* Cuts the runtime's own frames (the task entry's xpcall, the command
+ * line's driver chunk) off the bottom of the traceback on top of L. */
+static void sl_trim_traceback(lua_State *L) {
+  const char *tb = lua_tostring(L, -1);
+  const char *cut = strstr(tb, "\n\t[sluice]:");
+  const char *x = strstr(tb, "\n\t[C]: in function 'xpcall'");
+  if (!cut || (x && x < cut)) cut = x;
+  if (!cut) return;
+  lua_pushlstring(L, tb, (size_t)(cut - tb));
   lua_remove(L, -2);
 }
 
@@ -29,6 +42,7 @@ static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
     luaL_addvalue(b);
   }
   luaL_traceback(L, t->co, NULL, 0);
+  sl_trim_traceback(L);
   lua_pushfstring(L, "\n  %s", lua_tostring(L, -1));
   lua_remove(L, -2);
   luaL_addvalue(b);
