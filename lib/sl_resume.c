@@ -151,7 +151,7 @@ static void sl_task_cancel_unstarted(sl_sched *S, sl_task *t) {
 
 static void sl_task_resume(sl_sched *S, sl_task *t) {
   lua_State *co = t->co;
-  sl_task *prev = S->current;
+  sl_task *prev = S->current, *outer = sl_tls_task;
   int nargs, rc;
   if (!t->started && t->cancelled && !t->shield) {
     sl_task_cancel_unstarted(S, t);
@@ -165,9 +165,10 @@ static void sl_task_resume(sl_sched *S, sl_task *t) {
     nargs = t->nargs;
   }
   t->status = SL_RUNNING;
-  S->current = t;
+  S->current = sl_tls_task = t;
   rc = lua_resume(co, nargs);
   S->current = prev;
+  sl_tls_task = outer;   /* a nested scheduler returns to the outer task */
   if (rc == LUA_YIELD) {
     lua_settop(co, 0);
     /* A yield that did not park (a bare coroutine.yield) just reschedules. */

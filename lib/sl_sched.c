@@ -16,6 +16,7 @@
 #include <math.h>
 
 char sl_park_sentinel;
+__thread sl_task *sl_tls_task;
 
 /* How many passes one check callback may run before polling I/O again:
  * enough to amortise the poll, few enough to keep I/O latency low. */
@@ -138,11 +139,14 @@ void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope) {
   sl_queue_init(&t->ready);
   sl_queue_init(&t->member);
   sl_queue_init(&t->awaiters);
+  sl_queue_init(&t->held);
   sl_queue_init(&t->wait.link);
   t->wait.what = NULL;
   t->wait.obj = NULL;
   t->wait.unwait = NULL;
   t->wait.arg = 0;
+  t->wait.kind = SL_WAIT_OTHER;
+  t->wait.since = 0;
   t->timer.idx = 0;
   t->timer.cb = sl_task_timer_cb;
   t->co = NULL;
@@ -172,6 +176,8 @@ void sl_task_park(sl_task *t, const char *what, void *obj, sl_unwait_cb unwait) 
   t->wait.what = what;
   t->wait.obj = obj;
   t->wait.unwait = unwait;
+  t->wait.kind = SL_WAIT_OTHER;
+  t->wait.since = sl_now(t->sched);
   t->sched->nwaiting++;
 }
 

@@ -43,8 +43,13 @@ enum sl_wake { SL_WAKE_OK = 0, SL_WAKE_TIMEOUT = 1, SL_WAKE_CANCEL = 2 };
  * its children to unwind after it cancelled them). */
 typedef int (*sl_unwait_cb)(sl_task *t, int why);
 
+/* What a wait is on, for deadlock detection and reports. */
+enum sl_wait_kind { SL_WAIT_OTHER, SL_WAIT_TASK, SL_WAIT_SCOPE, SL_WAIT_PRIM };
+
 typedef struct sl_wait {
   sl_queue link;          /* in the waited-on object's queue */
+  int kind;               /* enum sl_wait_kind: what obj points to */
+  double since;           /* when the wait began (for wait statistics) */
   const char *what;       /* "sleep", "await", "scope", ... for reports */
   void *obj;              /* the object waited on, NULL for none */
   sl_unwait_cb unwait;    /* NULL: nothing to unlink */
@@ -56,6 +61,7 @@ struct sl_task {
   sl_queue member;        /* in scope->children while unfinished */
   sl_queue all;           /* in sched->tasks while unfinished */
   sl_queue awaiters;      /* waiters (their wait.link) on this task */
+  sl_queue held;          /* sl_hold records: what this task holds */
   sl_wait wait;
   sl_timer timer;
   lua_State *co;
@@ -119,6 +125,12 @@ struct sl_sched {
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void *data;
 };
+
+/* The task being resumed on this thread, for C functions called from Lua
+ * through the FFI (they cannot see the scheduler otherwise).  Set by the
+ * trampoline around each resume, so nested schedulers are covered. */
+extern __thread sl_task *sl_tls_task;
+static inline sl_task *sl_running_task(void) { return sl_tls_task; }
 
 /* The lightuserdata a parking coroutine yields, so wrappers around user
  * coroutines can tell a scheduler park from a user yield. */

@@ -55,6 +55,7 @@ static int l_scope_wait(lua_State *L) {
   }
   s->owner = t;
   sl_task_park(t, "scope", s, sl_scope_unwait);
+  t->wait.kind = SL_WAIT_SCOPE;
   lua_pushlightuserdata(L, SL_PARK);
   return lua_yield(L, 1);
 }

@@ -216,6 +216,7 @@ static int l_await(lua_State *L) {
   if (timeout >= 0 && sl_task_arm(t, timeout)) return luaL_error(L, "task:await: out of memory");
   sl_queue_insert_tail(&target->awaiters, &t->wait.link);
   sl_task_park(t, "await", target, sl_unwait_link);
+  t->wait.kind = SL_WAIT_TASK;
   return sl_park_yield(L);
 }
 

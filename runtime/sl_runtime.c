@@ -109,8 +109,12 @@ static int sl_init_lua(sl_runtime *rt) {
   return 0;
 }
 
+extern void *const sl_ffi_keep[];
+
 sl_runtime *sl_open(const sl_options *opts) {
-  sl_runtime *rt = calloc(1, sizeof *rt);
+  sl_runtime *rt;
+  if (!sl_ffi_keep[0]) return NULL;   /* keeps the FFI functions linked */
+  rt = calloc(1, sizeof *rt);
   if (!rt) return NULL;
   rt->on_error = opts && opts->on_error ? opts->on_error : sl_default_error;
   rt->error_ud = opts ? opts->error_ud : NULL;

@@ -501,4 +501,14 @@ coroutine.yield = function(...)
 end
 
 M.Error = Error
+
+-- What the primitive modules (lua/sluice/*.lua) share with this one.
+local internal = {
+  raise = raise, new_error = new_error, describe = describe,
+  raise_cancelled = raise_cancelled, check_duration = check_duration,
+  check_function = check_function, blocked = blocked, PARK = PARK,
+  co_yield = co_yield, co_isyieldable = co_isyieldable, pack = pack,
+}
+require("sluice.semaphore")(M, internal)
+
 return M

@@ -1,0 +1,20 @@
+/*
+ * sl_ffi_keep.c - references every function Lua reaches through the FFI.
+ *
+ * Nothing in C calls them, so a static link (the sluice binary, a host
+ * linking libsluice.a) would drop their objects and ffi.C would not find
+ * them.  sl_open references this table, which keeps them all linked in.
+ * Each sl_ffi*.h lists its functions in an SL_FFI_*_FUNCS macro.
+ */
+#include "sl_prim.h"
+#include "sl_ffi_wsem.h"
+#include "sl_ffi_psem.h"
+#include "sl_ffi_limit.h"
+
+void *const sl_ffi_keep[] = {
+  SL_FFI_CORE_FUNCS
+  SL_FFI_WSEM_FUNCS
+  SL_FFI_PSEM_FUNCS
+  SL_FFI_LIMIT_FUNCS
+  NULL
+};
