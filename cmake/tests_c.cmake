@@ -13,6 +13,12 @@ add_test(NAME test_queue COMMAND test_queue)
 add_test(NAME test_close COMMAND test_close)
 set_tests_properties(test_close PROPERTIES TIMEOUT 60)
 
+foreach(src ${SLUICE_PRIM_TESTS})
+  get_filename_component(name ${src} NAME_WE)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES TIMEOUT 120)
+endforeach()
+
 set(SL_RUN_EMBED ${CMAKE_SOURCE_DIR}/tests/run_embed.cmake)
 foreach(mode both host-loop cut)
   set(name embed_example)

@@ -7,6 +7,7 @@
  * so the C stack never nests coroutine inside coroutine.
  */
 #include "sl_lua.h"
+#include "sl_prim.h"
 
 #include <string.h>
 
@@ -108,6 +109,20 @@ static void sl_mark_unobserved(lua_State *L, sl_sched *S) {
   lua_setmetatable(L, -2);
 }
 
+/* A task ended still holding permits: nobody else may release them, so
+ * they are released here (waiters go on) and the bug is reported. */
+static void sl_release_held(sl_sched *S, sl_task *t, lua_State *L) {
+  sl_hold *h = sl_queue_data(sl_queue_head(&t->held), sl_hold, in_task);
+  const char *kind = h->prim->kind;
+  double count = h->count;
+  int n = sl_hold_release_all(t);
+  if (!S->on_report) return;
+  lua_pushfstring(L, "sluice: task #%d ended while holding %s%s (%d held); released",
+                  (int)t->id, n > 1 ? "primitives, the first a " : "a ", kind, (int)count);
+  S->on_report(S, lua_tostring(L, -1));
+  lua_pop(L, 1);
+}
+
 static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   lua_State *L = S->L;
   sl_queue *q;
@@ -116,6 +131,7 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
   t->status = (uint8_t)sl_settle_env(L, t, rc);
   sl_queue_remove(&t->all);
+  if (!sl_queue_empty(&t->held)) sl_release_held(S, t, L);
   while (!sl_queue_empty(&t->awaiters)) {
     q = sl_queue_head(&t->awaiters);
     sl_queue_remove(q);

@@ -100,6 +100,7 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->ref_task_mt = S->ref_failed_mt = S->ref_noenv = S->ref_unobserved = LUA_NOREF;
   S->ref_entry = LUA_NOREF;
   S->on_main_done = S->on_unhandled = NULL;
+  S->on_report = NULL;
   S->data = NULL;
   sl_scope_init(&S->root, S, 1);
   if ((rc = uv_timer_init(loop, &S->uvtimer))) return rc;

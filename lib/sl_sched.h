@@ -123,6 +123,7 @@ struct sl_sched {
   int ref_entry;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
+  void (*on_report)(sl_sched *S, const char *text);   /* other misuse */
   void *data;
 };
 

@@ -66,6 +66,7 @@ static int l_run(lua_State *L) {
   sim->S.vnow = outer->virtual_clock ? outer->vnow : 0;
   sim->S.data = outer->data;
   sim->S.on_unhandled = outer->on_unhandled;
+  sim->S.on_report = outer->on_report;
   sl_setsched(L, &sim->S);
   t = sl_spawn(L, &sim->S, &sim->S.root, 2, lua_gettop(L) - 2);
   t->observed = 1;

@@ -60,6 +60,10 @@ static void sl_on_unhandled(sl_sched *S, sl_task *t, lua_State *L) {
   sl_report_task((sl_runtime *)S->data, L, 0);
 }
 
+static void sl_on_report(sl_sched *S, const char *text) {
+  sl_report((sl_runtime *)S->data, text);
+}
+
 static void sl_on_main_done(sl_sched *S, sl_task *t, lua_State *L) {
   sl_runtime *rt = (sl_runtime *)S->data;
   if (t->status == SL_FAILED) {
@@ -135,6 +139,7 @@ sl_runtime *sl_open(const sl_options *opts) {
   }
   rt->S.on_main_done = sl_on_main_done;
   rt->S.on_unhandled = sl_on_unhandled;
+  rt->S.on_report = sl_on_report;
   rt->S.data = rt;
   if (sl_init_lua(rt)) {
     sl_close(rt);

@@ -510,5 +510,8 @@ local internal = {
   co_yield = co_yield, co_isyieldable = co_isyieldable, pack = pack,
 }
 require("sluice.semaphore")(M, internal)
+require("sluice.weighted")(M, internal)
+require("sluice.priority")(M, internal)
+require("sluice.limit")(M, internal)
 
 return M

@@ -1,0 +1,2 @@
+-- sluice.limit: (being written)
+return function(M, I) end

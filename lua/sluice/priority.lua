@@ -1,0 +1,2 @@
+-- sluice.priority: (being written)
+return function(M, I) end

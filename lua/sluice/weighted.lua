@@ -1,0 +1,2 @@
+-- sluice.weighted: (being written)
+return function(M, I) end
