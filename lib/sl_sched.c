@@ -71,12 +71,16 @@ static void sl_sched_update(sl_sched *S) {
 static void sl_uvtimer_cb(uv_timer_t *h) {
   sl_sched *S = h->data;
   S->armed = -1;
+  S->pass_now = 0;
   sl_sched_update(S);
 }
 
 static void sl_check_cb(uv_check_t *h) {
   sl_sched *S = h->data;
   int i;
+  /* One clock read per tick serves the wait statistics of every park in
+   * it (timers still read the clock: their deadlines must not be early). */
+  S->pass_now = sl_now(S);
   for (i = 0; i < SL_PASSES_PER_TICK && !sl_queue_empty(&S->ready); i++)
     sl_sched_pass(S);
   sl_sched_update(S);
@@ -98,7 +102,7 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->virtual_clock = (uint8_t)(virtual_clock != 0);
   S->closing = 0;
   S->ref_task_mt = S->ref_failed_mt = S->ref_noenv = S->ref_unobserved = LUA_NOREF;
-  S->ref_entry = LUA_NOREF;
+  S->ref_entry = S->ref_scope_mt = LUA_NOREF;
   S->on_main_done = S->on_unhandled = NULL;
   S->on_report = NULL;
   S->data = NULL;
@@ -178,7 +182,7 @@ void sl_task_park(sl_task *t, const char *what, void *obj, sl_unwait_cb unwait) 
   t->wait.obj = obj;
   t->wait.unwait = unwait;
   t->wait.kind = SL_WAIT_OTHER;
-  t->wait.since = sl_now(t->sched);
+  t->wait.since = t->sched->virtual_clock ? t->sched->vnow : t->sched->pass_now;
   t->sched->nwaiting++;
 }
 

@@ -110,6 +110,7 @@ struct sl_sched {
   sl_scope root;
   double vnow;            /* virtual clock, seconds */
   double armed;           /* deadline the uv timer is set for, or -1 */
+  double pass_now;        /* the clock when the current tick began */
   uint64_t t0;            /* uv_hrtime() at creation */
   uint32_t next_id;
   uint32_t nwaiting;      /* tasks parked */
@@ -121,6 +122,7 @@ struct sl_sched {
   int ref_noenv;
   int ref_unobserved;
   int ref_entry;
+  int ref_scope_mt;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void (*on_report)(sl_sched *S, const char *text);   /* other misuse */

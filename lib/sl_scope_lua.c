@@ -12,9 +12,17 @@
 
 #include <string.h>
 
+/* Compares the metatable by identity through a registry reference, which
+ * is cheaper than luaL_testudata's lookup by name on every spawn. */
 static sl_scope *sl_checkscope(lua_State *L, int idx, const char *fn) {
-  sl_scope *s = luaL_testudata(L, idx, SL_SCOPE_MT);
-  if (!s) sl_raise(L, "invalid", "%s: expected a scope (got %s)", fn, luaL_typename(L, idx));
+  sl_scope *s = lua_touserdata(L, idx);
+  int ok = s && lua_getmetatable(L, idx);
+  if (ok) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, sl_getsched(L)->ref_scope_mt);
+    ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+  }
+  if (!ok) sl_raise(L, "invalid", "%s: expected a scope (got %s)", fn, luaL_typename(L, idx));
   return s;
 }
 
@@ -114,6 +122,8 @@ int sl_open_scope(lua_State *L) {
   luaL_register(L, NULL, sl_scope_funcs);
   lua_newtable(L);
   luaL_newmetatable(L, SL_SCOPE_MT);
+  lua_pushvalue(L, -1);
+  sl_getsched(L)->ref_scope_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_scope_index, 1);
   lua_setfield(L, -2, "__index");

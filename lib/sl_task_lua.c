@@ -36,6 +36,7 @@ void sl_setsched(lua_State *L, sl_sched *S) {
     S->ref_noenv = old->ref_noenv;
     S->ref_unobserved = old->ref_unobserved;
     S->ref_entry = old->ref_entry;
+    S->ref_scope_mt = old->ref_scope_mt;
   }
   lua_pushlightuserdata(L, &sl_sched_key);
   lua_pushlightuserdata(L, S);

@@ -242,9 +242,7 @@ local function run_scope(fn_name, timeout, spawner, a, b)
   return timed_out
 end
 
-function scope_methods.spawn(s, fn, ...)
-  return scope_spawn(s, fn, ...)
-end
+scope_methods.spawn = scope_spawn
 
 function scope_methods.cancel(s)
   scope_cancel(s)
