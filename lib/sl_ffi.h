@@ -64,12 +64,16 @@ int sl_sem_release(sl_sem *s);
 double sl_sem_available(const sl_sem *s);
 double sl_sem_limit(const sl_sem *s);
 void sl_sem_set_limit(sl_sem *s, double permits);
+int sl_sem_is_mutex(const sl_sem *s);
+double sl_sem_held(const sl_sem *s);
+int sl_sem_abandon(sl_sem *s);   /* gives back a permit handed to a task cancelled since */
 
 #define SL_FFI_CORE_FUNCS \
   (void *)sl_ffi_cancel_pending, (void *)sl_ffi_in_task, \
   (void *)sl_prim_stats, (void *)sl_prim_waiting, (void *)sl_prim_held_by_me, \
   (void *)sl_sem_new, (void *)sl_sem_free, (void *)sl_sem_prim, \
   (void *)sl_sem_acquire, (void *)sl_sem_try_acquire, (void *)sl_sem_release, \
-  (void *)sl_sem_available, (void *)sl_sem_limit, (void *)sl_sem_set_limit,
+  (void *)sl_sem_available, (void *)sl_sem_limit, (void *)sl_sem_set_limit, \
+  (void *)sl_sem_is_mutex, (void *)sl_sem_held, (void *)sl_sem_abandon,
 
 #endif

@@ -40,7 +40,9 @@ static void sl_sem_give(sl_prim *p, double n) {
   sl_sem_dispatch(s);
 }
 
-/* A waiter timed out or was cancelled: it leaves as if never queued. */
+/* A waiter timed out or was cancelled: it leaves as if never queued.
+ * Nothing else can be granted then: with unit requests, a free permit
+ * and a waiter never coexist, so the queue's new head stays queued. */
 static int sl_sem_unwait(sl_task *t, int why) {
   sl_sem *s = t->wait.obj;
   sl_queue_remove(&t->wait.link);
@@ -66,6 +68,8 @@ void sl_sem_free(sl_sem *s) {
 
 sl_prim *sl_sem_prim(sl_sem *s) { return &s->prim; }
 
+int sl_sem_is_mutex(const sl_sem *s) { return s->prim.kind[0] == 'm'; }
+
 int sl_sem_try_acquire(sl_sem *s) {
   sl_task *t = sl_running_task();
   if (!t) return SL_R_NOTASK;
@@ -76,11 +80,16 @@ int sl_sem_try_acquire(sl_sem *s) {
   return SL_R_OK;
 }
 
-/* timeout < 0: none; 0: do not wait at all. */
+/* timeout < 0: none; 0: do not wait at all.  A wait that could never be
+ * granted (sl_would_deadlock) is refused with SL_R_DEADLOCK even when it
+ * has a timeout: it could only time out, and re-acquiring what the task
+ * holds is a bug worth reporting at once rather than after the timeout. */
 int sl_sem_acquire(sl_sem *s, double timeout, int can_block) {
   sl_task *t = sl_running_task();
   int rc;
   if (!t) return SL_R_NOTASK;
+  /* a blocking call is where a cancellation takes effect, free permit or not */
+  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
   if ((rc = sl_sem_try_acquire(s)) == SL_R_OK) return SL_R_OK;
   if (timeout == 0) return SL_R_TIMEDOUT;
   rc = sl_prim_may_wait(&s->prim, t, can_block);
@@ -96,6 +105,23 @@ int sl_sem_release(sl_sem *s) {
   sl_sem_dispatch(s);
   return SL_R_OK;
 }
+
+/* The running task was cancelled after a permit had been handed to it,
+ * before it could run: the permit goes on to the next waiter, and the
+ * wait counts as cancelled rather than as an acquisition. */
+int sl_sem_abandon(sl_sem *s) {
+  sl_task *t = sl_running_task();
+  if (!t) return SL_R_NOTASK;
+  if (sl_hold_sub(&s->prim, t, 1)) return SL_R_NOTHELD;
+  s->held--;
+  s->prim.stats.acquired--;
+  s->prim.stats.waited--;
+  s->prim.stats.cancelled++;
+  sl_sem_dispatch(s);
+  return SL_R_OK;
+}
+
+double sl_sem_held(const sl_sem *s) { return s->held; }
 
 double sl_sem_available(const sl_sem *s) {
   return s->held < s->limit ? s->limit - s->held : 0;

@@ -457,5 +457,6 @@ int luaopen_sluice_core(lua_State *L) {
   lua_setfield(L, -2, "PARK");
   sl_open_scope(L);
   sl_open_simulate(L);
+  sl_open_prim(L);
   return 1;
 }

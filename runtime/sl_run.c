@@ -4,6 +4,7 @@
  */
 #include "sl_runtime.h"
 #include "../lib/sl_lua.h"
+#include "../lib/sl_prim.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,29 @@ static void sl_trim_traceback(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* Appends " held by task #2 (waiting) x1, ..." for a primitive: who would
+ * have to release it (a long list is cut short). */
+static void sl_describe_holders(lua_State *L, sl_prim *p, luaL_Buffer *b) {
+  sl_queue *q;
+  int n = 0;
+  if (sl_queue_empty(&p->holders)) {
+    luaL_addstring(b, " (no holder)");
+    return;
+  }
+  sl_queue_foreach(q, &p->holders) {
+    sl_hold *h = sl_queue_data(q, sl_hold, in_prim);
+    if (n == 8) {
+      luaL_addstring(b, ", ...");
+      break;
+    }
+    luaL_addstring(b, n++ ? ", " : " held by ");
+    sl_pushtaskname(L, h->task);
+    luaL_addvalue(b);
+    lua_pushfstring(L, " x%f", h->count);
+    luaL_addvalue(b);
+  }
+}
+
 /* Appends one line per parked task with what it waits on and where. */
 static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
   lua_pushliteral(L, "\n  ");
@@ -35,11 +59,13 @@ static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
   luaL_addvalue(b);
   lua_pushfstring(L, " waiting on %s", t->wait.what);
   luaL_addvalue(b);
-  if (t->wait.obj && t->wait.what && t->wait.what[0] == 'a') {   /* await */
+  if (t->wait.obj && t->wait.kind == SL_WAIT_TASK) {
     lua_pushliteral(L, " ");
     luaL_addvalue(b);
     sl_pushtaskname(L, (sl_task *)t->wait.obj);
     luaL_addvalue(b);
+  } else if (t->wait.obj && t->wait.kind == SL_WAIT_PRIM) {
+    sl_describe_holders(L, (sl_prim *)t->wait.obj, b);
   }
   luaL_traceback(L, t->co, NULL, 0);
   sl_trim_traceback(L);
