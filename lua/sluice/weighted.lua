@@ -1,2 +1,235 @@
--- sluice.weighted: (being written)
-return function(M, I) end
+-- sluice.weighted_semaphore(capacity): the Lua face of lib/sl_wsem.c.
+--
+-- Semantics of Go's golang.org/x/sync/semaphore: acquire(w) takes w
+-- units of the capacity at once or waits for them, strictly FIFO; a
+-- head waiter that does not fit blocks the smaller ones behind it, so a
+-- large request is never starved (no barging).  Weights and the capacity
+-- are positive integers (up to 2^53); a weight above the capacity is an
+-- error at once, as is a capacity shrunk below a queued weight for that
+-- waiter (it could never be granted and would block the queue).
+--
+-- The object is the C struct itself (an FFI cdata with a finaliser), so
+-- an uncontended acquire or release is one JIT-compiled call into C.
+--
+-- Stats: ws:stats() -> { capacity, held, available, waiting, acquired,
+-- waited, timeouts, cancelled, wait_total, wait_max, histogram }, as
+-- semaphore:stats() (see lua/sluice/semaphore.lua).
+local ffi = require "ffi"
+local sffi = require "sluice.ffi"
+
+local C, fail = sffi.C, sffi.fail
+local type, pcall, error, tostring, tonumber = type, pcall, error, tostring, tonumber
+local floor, huge, fmt = math.floor, math.huge, string.format
+local istype = ffi.istype
+
+local NAME = "weighted_semaphore"
+local HIST_BUCKETS = 32
+local WAKE_TOOBIG = 3
+
+return function(M, I)
+  local raise, describe, raise_cancelled = I.raise, I.describe, I.raise_cancelled
+  local co_yield, co_isyieldable, PARK = I.co_yield, I.co_isyieldable, I.PARK
+  local check_function, holding = I.check_function, I.holding
+
+  local wsem_ptr = ffi.typeof("sl_wsem *")
+  local stats_buf = ffi.new("sl_stats")
+  local MAX = C.sl_wsem_max()
+  local methods = {}
+
+  local function check_self(s, fname)
+    if not istype(wsem_ptr, s) then
+      raise("invalid", fmt("%s: expected a %s (got %s)", fname, NAME, type(s)), 3)
+    end
+  end
+
+  -- A positive integer up to MAX, else an error naming fname and what.
+  local function check_count(fname, what, v, level)
+    if type(v) ~= "number" or v < 1 or v ~= floor(v) or v == huge then
+      raise("invalid", fmt("%s: %s must be a positive integer (got %s)", fname, what, describe(v)), level + 1)
+    end
+    if v > MAX then
+      raise("invalid", fmt("%s: %s must be a positive integer up to 2^53 (got %s)", fname, what, describe(v)),
+        level + 1)
+    end
+  end
+
+  -- A weight for fname: a positive integer within the capacity.
+  local function check_weight(s, fname, w)
+    check_count(fname, "weight", w, 3)
+    local cap = C.sl_wsem_capacity(s)
+    if w > cap then
+      raise("invalid", fmt("%s: weight %s exceeds the capacity %s", fname, describe(w), describe(cap)), 3)
+    end
+  end
+
+  local function raise_deadlock(s, w, fname)
+    local prim = C.sl_wsem_prim(s)
+    local mine, cap = C.sl_prim_held_by_me(prim), C.sl_wsem_capacity(s)
+    if mine + w > cap then
+      raise("deadlock", fmt("%s: deadlock: the task holds %s of the capacity %s and asks for %s more",
+        fname, describe(mine), describe(cap), describe(w)), 4)
+    end
+    holding.raise_deadlock(fname, s, prim, "unit of weight in use", 4)
+  end
+
+  -- Acquires w for fname; errors are raised at level 3 (the caller of
+  -- the method that called this).
+  local function acquire(s, w, timeout, fname)
+    local r = C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0)
+    if r == 1 then
+      if holding.tracking() then holding.note(s) end
+      return true
+    end
+    if r == 0 then
+      local code = co_yield(PARK)
+      if code == 0 then
+        -- cancelled right after the hand-off: pass the weight on
+        if C.sl_ffi_cancel_pending() ~= 0 then
+          C.sl_wsem_abandon(s, w)
+          raise_cancelled(3)
+        end
+        if holding.tracking() then holding.note(s) end
+        return true
+      end
+      if code == 1 then return nil, "timeout" end
+      if code == WAKE_TOOBIG then
+        raise("invalid", fmt("%s: weight %s exceeds the capacity %s (it shrank while the task waited)",
+          fname, describe(w), describe(C.sl_wsem_capacity(s))), 3)
+      end
+      raise_cancelled(3)
+    end
+    if r == -7 then return nil, "timeout" end
+    if r == -4 then raise_deadlock(s, w, fname) end
+    fail(I, r, fname, nil, 3)
+  end
+
+  -- ws:acquire(w [, timeout]) -> true | nil, "timeout"
+  function methods.acquire(s, w, timeout)
+    local fname = NAME .. ":acquire"
+    check_self(s, fname)
+    check_weight(s, fname, w)
+    if timeout == nil then
+      timeout = -1
+    elseif type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 or timeout == huge then
+      raise("invalid", fmt("%s: timeout must be a finite non-negative number of seconds (got %s)",
+        fname, describe(timeout)), 2)
+    end
+    local ok, why = acquire(s, w, timeout, fname)
+    return ok, why
+  end
+
+  -- ws:try_acquire(w) -> true | false, never waits (nor barges)
+  function methods.try_acquire(s, w)
+    local fname = NAME .. ":try_acquire"
+    check_self(s, fname)
+    check_weight(s, fname, w)
+    local r = C.sl_wsem_try_acquire(s, w)
+    if r == 1 then
+      if holding.tracking() then holding.note(s) end
+      return true
+    end
+    if r == 0 then return false end
+    fail(I, r, fname)
+  end
+
+  local function release(s, w, fname, level)
+    local r = C.sl_wsem_release(s, w)
+    if r == 1 then
+      holding.forget(s, C.sl_wsem_prim(s))
+      return
+    end
+    if r == -5 then
+      raise("invalid", fmt("%s: the task holds %s and cannot release %s", fname,
+        describe(C.sl_prim_held_by_me(C.sl_wsem_prim(s))), describe(w)), level + 1)
+    end
+    fail(I, r, fname, nil, level + 1)
+  end
+
+  -- ws:release(w): gives back w of what the task holds.
+  function methods.release(s, w)
+    local fname = NAME .. ":release"
+    check_self(s, fname)
+    check_count(fname, "weight", w, 2)
+    release(s, w, fname, 2)
+  end
+
+  local function finish(s, w, ok, ...)
+    local r = C.sl_wsem_release(s, w)
+    if r == 1 then holding.forget(s, C.sl_wsem_prim(s)) end
+    if not ok then error((...), 0) end
+    if r ~= 1 then
+      raise("invalid", fmt("%s:with: fn released what with acquired (the task holds %s, not %s)", NAME,
+        describe(C.sl_prim_held_by_me(C.sl_wsem_prim(s))), describe(w)), 3)
+    end
+    return ...
+  end
+
+  -- ws:with(w, fn, ...) -> fn(...)'s results, holding w meanwhile;
+  -- released on return, error and cancellation.
+  function methods.with(s, w, fn, ...)
+    local fname = NAME .. ":with"
+    check_self(s, fname)
+    check_weight(s, fname, w)
+    check_function(fname, "fn", fn)
+    acquire(s, w, -1, fname)
+    return finish(s, w, pcall(fn, ...))
+  end
+
+  -- ws:holders() -> { {task =, count =, acquired_at = traceback or nil}, ... }
+  function methods.holders(s)
+    check_self(s, NAME .. ":holders")
+    return holding.list(s, C.sl_wsem_prim(s))
+  end
+
+  function methods.stats(s)
+    check_self(s, NAME .. ":stats")
+    local b, prim = stats_buf, C.sl_wsem_prim(s)
+    C.sl_prim_stats(prim, b)
+    local hist = {}
+    for i = 1, HIST_BUCKETS do hist[i] = tonumber(b.hist[i - 1]) end
+    return {
+      capacity = C.sl_wsem_capacity(s), held = C.sl_wsem_held(s), available = C.sl_wsem_available(s),
+      waiting = C.sl_prim_waiting(prim),
+      acquired = b.acquired, waited = b.waited, timeouts = b.timeouts, cancelled = b.cancelled,
+      wait_total = b.wait_total, wait_max = b.wait_max, histogram = hist,
+    }
+  end
+
+  local getters = {
+    capacity = function(s) return C.sl_wsem_capacity(s) end,
+    held = function(s) return C.sl_wsem_held(s) end,
+    available = function(s) return C.sl_wsem_available(s) end,
+    waiting = function(s) return C.sl_prim_waiting(C.sl_wsem_prim(s)) end,
+  }
+
+  ffi.metatype("sl_wsem", {
+    __index = function(s, k)
+      local m = methods[k]
+      if m then return m end
+      local g = getters[k]
+      if g then return g(s) end
+    end,
+    -- capacity: growing grants waiters at once; shrinking never blocks,
+    -- holders above the new capacity finish and nothing is granted until
+    -- the head fits again; waiters heavier than it fail.
+    __newindex = function(s, k, v)
+      if k ~= "capacity" then
+        raise("invalid", fmt("%s: field '%s' is %s", NAME, tostring(k),
+          getters[k] and "read-only" or "not settable"), 2)
+      end
+      check_count(NAME, "capacity", v, 2)
+      C.sl_wsem_set_capacity(s, v)
+    end,
+    __tostring = function(s)
+      return fmt("%s (%s/%s held, %d waiting)", NAME, describe(C.sl_wsem_held(s)),
+        describe(C.sl_wsem_capacity(s)), C.sl_prim_waiting(C.sl_wsem_prim(s)))
+    end,
+  })
+
+  function M.weighted_semaphore(capacity)
+    check_count(NAME, "capacity", capacity, 2)
+    local s = C.sl_wsem_new(capacity)
+    if s == nil then raise("invalid", NAME .. ": out of memory", 2) end
+    return ffi.gc(s, C.sl_wsem_free)
+  end
+end
