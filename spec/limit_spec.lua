@@ -1,0 +1,230 @@
+-- sluice.limit: p-limit.  Happy path, start order under contention, FIFO,
+-- cancellation while queued, clear_queue, run-time resizing, bad input.
+local sluice = require "sluice"
+
+local function tracer()
+  local list = {}
+  return list, function(ev) list[#list + 1] = ev end
+end
+
+-- A call that logs its start and end around a sleep of d seconds.
+local function job(log, name, d)
+  return function()
+    log("start " .. name)
+    sluice.sleep(d or 1)
+    log("end " .. name)
+    return name
+  end
+end
+
+describe("sluice.limit", function()
+  it("runs calls and returns their results through await", function()
+    local lim = sluice.limit(2)
+    local t = lim(function(a, b) return a + b, nil, "x" end, 1, 2)
+    assert.same({ n = 3, 3, nil, "x" }, { n = select("#", t:await()), t:await() })
+    assert.equal(0, lim.active_count)
+    assert.equal(0, lim.pending_count)
+    assert.equal(2, lim.concurrency)
+  end)
+
+  it("starts at most n at once, the rest in FIFO order", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(2)
+    local calls = {}
+    local t0 = sluice.now()
+    for i = 1, 5 do calls[i] = lim(job(log, i, 1)) end
+    assert.equal(2, lim.active_count)
+    assert.equal(3, lim.pending_count)
+    assert.equal("pending", calls[3].status)
+    for i = 1, 5 do assert.equal(i, calls[i]:await()) end
+    assert.same({ "start 1", "start 2", "end 1", "end 2", "start 3", "start 4",
+      "end 3", "end 4", "start 5", "end 5" }, trace)
+    assert.equal(t0 + 3, sluice.now())
+  end)
+
+  it("passes arguments of queued calls, nils included", function()
+    local lim = sluice.limit(1)
+    local gate = lim(function() sluice.sleep(1) end)
+    local h = lim(function(...) return select("#", ...), ... end, nil, 2, nil)
+    assert.equal("pending", h.status)
+    assert.same({ 3, nil, 2, nil }, { h:await() })
+    gate:await()
+    assert.equal("done", h.status)
+    assert.equal(h.task.id, h.id)
+  end)
+
+  it("re-raises a call's error to its awaiter and starts the next", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(1) error({ code = 7 }) end)
+    local b = lim(function() return "b" end)
+    local ok, err = pcall(a.await, a)
+    assert.is_false(ok)
+    assert.equal(7, err.code)
+    assert.equal("b", b:await())
+  end)
+
+  it("cancelling a queued call removes it as if never queued", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(1)
+    local a = lim(job(log, "a"))
+    local b = lim(job(log, "b"))
+    local c = lim(job(log, "c"))
+    assert.is_true(b:cancel("no"))
+    assert.equal(1, lim.pending_count)
+    assert.equal("cancelled", b.status)
+    assert.is_false(b:cancel())
+    local ok, err = pcall(b.await, b)
+    assert.is_false(ok)
+    assert.equal("cancelled", err.kind)
+    assert.equal("cancelled: no", err.message)
+    a:await(); c:await()
+    assert.same({ "start a", "end a", "start c", "end c" }, trace)
+    assert.equal(1, lim:stats().cancelled)
+  end)
+
+  it("wakes an awaiter of a queued call that is cancelled", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(2) end)
+    local b = lim(function() end)
+    local w = sluice.spawn(function() return pcall(b.await, b) end)
+    sluice.sleep(1)
+    assert.equal("waiting", w.status)
+    b:cancel()
+    local ok, err = w:await()
+    assert.is_false(ok)
+    assert.equal("cancelled", err.kind)
+    a:await()
+  end)
+
+  it("cancelling a started call cancels its task and frees its place", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(10) end)
+    local b = lim(function() return "b" end)
+    sluice.sleep(1)
+    assert.is_true(a:cancel())
+    assert.equal("b", b:await())
+    assert.equal("cancelled", a.status)
+  end)
+
+  it("clear_queue ends every pending call cancelled", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(1) return "a" end)
+    local ps = {}
+    for i = 1, 10 do ps[i] = lim(function() error("must not run") end) end
+    local w = sluice.spawn(function() return pcall(ps[5].await, ps[5]) end)
+    sluice.yield()
+    lim:clear_queue()
+    assert.equal(0, lim.pending_count)
+    assert.equal(1, lim.active_count)
+    for i = 1, 10 do
+      assert.equal("cancelled", ps[i].status)
+      local ok, err = ps[i]:result()
+      assert.is_false(ok)
+      assert.equal("cancelled", err.kind)
+    end
+    local ok, err = w:await()
+    assert.is_false(ok)
+    assert.equal("cancelled", err.kind)
+    assert.equal("a", a:await())
+    assert.equal(10, lim:stats().cancelled)
+  end)
+
+  it("growing the limit starts queued calls at once", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(1)
+    local cs = {}
+    for i = 1, 4 do cs[i] = lim(job(log, i, 1)) end
+    sluice.yield()
+    lim.concurrency = 3
+    assert.equal(3, lim.active_count)
+    assert.equal(1, lim.pending_count)
+    for i = 1, 4 do cs[i]:await() end
+    assert.same({ "start 1", "start 2", "start 3", "end 1", "end 2", "end 3", "start 4", "end 4" }, trace)
+  end)
+
+  it("shrinking lets running calls finish and starts none until under the limit", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(3)
+    local cs = {}
+    for i = 1, 5 do cs[i] = lim(job(log, i, i)) end
+    sluice.yield()
+    lim.concurrency = 1   -- does not block
+    assert.equal(3, lim.active_count)
+    for i = 1, 5 do cs[i]:await() end
+    -- 1 ends at 1 and 2 at 2 (still 1 running: 3), 3 ends at 3, then one at a time
+    assert.same({ "start 1", "start 2", "start 3", "end 1", "end 2", "end 3",
+      "start 4", "end 4", "start 5", "end 5" }, trace)
+  end)
+
+  it("keeps statistics", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(1) end)
+    local b = lim(function() end)
+    b:await(); a:await()
+    local st = lim:stats()
+    assert.equal(2, st.started)
+    assert.equal(1, st.started_after_wait)
+    assert.equal(1, st.wait_total)
+    assert.equal(1, st.wait_max)
+    local n = 0
+    for i = 1, 32 do n = n + st.hist[i] end
+    assert.equal(2, n)
+    assert.equal(1, st.hist[1])
+  end)
+
+  it("keeps a scope open while calls made in it are queued, and runs them in it", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(2) end)
+    local h
+    sluice.scope(function()
+      h = lim(function() return sluice.now() end)
+    end)
+    assert.equal("done", h.status)
+    a:await()
+  end)
+
+  it("drops the calls a cancelled scope queued", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() sluice.sleep(10) end)
+    local h
+    local ok, err = pcall(sluice.timeout, 1, function()
+      h = lim(function() error("must not run") end)
+      h:await()
+    end)
+    assert.is_false(ok)
+    assert.equal("timeout", err.kind)
+    assert.equal("cancelled", h.status)
+    assert.equal(0, lim.pending_count)
+    a:cancel()
+    pcall(a.await, a)
+  end)
+
+  it("rejects bad concurrency, leaving the object unchanged", function()
+    local lim = sluice.limit(3)
+    for _, case in ipairs { { 0, "0" }, { -1, "-1" }, { 1.5, "1.5" }, { 0 / 0, "nan" },
+        { math.huge, "inf" }, { "2", '"2"' }, { nil, "nil" }, { {}, "table" } } do
+      local ok, err = pcall(sluice.limit, case[1])
+      assert.is_false(ok)
+      assert.equal("invalid", err.kind)
+      assert.equal("limit: concurrency must be a positive integer (got " .. case[2] .. ")", err.message)
+      ok, err = pcall(function() lim.concurrency = case[1] end)
+      assert.is_false(ok)
+      assert.equal("limit: concurrency must be a positive integer (got " .. case[2] .. ")", err.message)
+      assert.equal(3, lim.concurrency)
+    end
+  end)
+
+  it("rejects a non-function call, wrong self and read-only fields", function()
+    local lim = sluice.limit(1)
+    local ok, err = pcall(lim, 5)
+    assert.equal("limit: fn must be a function (got 5)", err.message)
+    assert.equal(0, lim.pending_count)
+    ok, err = pcall(lim.clear_queue, 5)
+    assert.is_false(ok)
+    assert.equal("limit:clear_queue: expected a limit (got number)", err.message)
+    ok, err = pcall(lim.stats, {})
+    assert.equal("limit:stats: expected a limit (got table)", err.message)
+    ok, err = pcall(function() lim.active_count = 3 end)
+    assert.equal("limit: field 'active_count' is read-only", err.message)
+  end)
+end)
