@@ -92,7 +92,8 @@ return function(M, I)
         fname, describe(timeout)), 2)
     end
     local ok, why = acquire(s, priority, timeout, fname)
-    return ok, why
+    if ok then return true end   -- exactly one value when granted
+    return nil, why
   end
 
   -- ps:try_acquire() -> true | false, never waits (nor barges)

@@ -207,7 +207,8 @@ return function(M, I)
           f_acquire, describe(timeout)), 2)
       end
       local ok, why = acquire(s, timeout, f_acquire)
-      return ok, why
+      if ok then return true end   -- exactly one value when granted
+      return nil, why
     end
 
     -- s:try_acquire() -> true | false, never waits

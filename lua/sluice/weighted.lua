@@ -115,7 +115,8 @@ return function(M, I)
         fname, describe(timeout)), 2)
     end
     local ok, why = acquire(s, w, timeout, fname)
-    return ok, why
+    if ok then return true end   -- exactly one value when granted
+    return nil, why
   end
 
   -- ws:try_acquire(w) -> true | false, never waits (nor barges)
