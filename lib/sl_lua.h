@@ -14,7 +14,8 @@
 #define SL_SCOPE_MT     "sluice.scope"
 #define SL_ERRFN        "sluice.errfn"      /* Lua: function(kind, msg, level) -> err */
 #define SL_CANCELFN     "sluice.cancelfn"   /* Lua: function(task) -> cancelled err */
-#define SL_ENTRY        "sluice.entry"      /* Lua: function(fn, ...) running a task body */
+#define SL_ENTRY        "sluice.entry"      /* Lua: the error handler task bodies run under */
+#define SL_XPCALL       "sluice.xpcall"     /* the builtin xpcall (globals may change) */
 #define SL_TRACEBACKS   "sluice.tracebacks" /* weak: coroutine -> traceback at its error */
 #define SL_UNOBSERVED   "sluice.unobserved" /* weak-keyed: failed root tasks */
 #define SL_NOENV        "sluice.noenv"      /* shared empty env of fresh tasks */

@@ -46,7 +46,17 @@ static void sl_push_traceback(lua_State *L, lua_State *co) {
  * task userdata on top of L: results as [1..n] + n, or err + traceback. */
 static int sl_settle_env(lua_State *L, sl_task *t, int rc) {
   lua_State *co = t->co;
-  int status = SL_DONE, n = lua_gettop(co), i;
+  int status = SL_DONE, n, i;
+  if (rc == 0 && t->wrapped) {   /* xpcall's answer: true, results | false, err */
+    if (lua_toboolean(co, 1)) {
+      lua_remove(co, 1);
+    } else {
+      lua_settop(co, 2);
+      lua_remove(co, 1);
+      rc = LUA_ERRRUN;
+    }
+  }
+  n = lua_gettop(co);
   if (rc == 0 && n == 0) return status;
   lua_createtable(L, rc == 0 ? n : 0, 2);
   if (rc == 0) {

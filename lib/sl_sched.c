@@ -162,7 +162,7 @@ void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope) {
   t->shield = 0;
   t->status = SL_READY;
   t->wake = SL_WAKE_OK;
-  t->started = t->cancelled = t->observed = t->is_main = 0;
+  t->started = t->cancelled = t->observed = t->is_main = t->wrapped = 0;
   sl_queue_insert_tail(&S->tasks, &t->all);
   t->scope = NULL;
   sl_scope_add(scope ? scope : &S->root, t);

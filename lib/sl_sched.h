@@ -78,6 +78,7 @@ struct sl_task {
   uint8_t cancelled;      /* cancellation requested */
   uint8_t observed;       /* its outcome was taken (await, scope) */
   uint8_t is_main;        /* the root task of a runtime */
+  uint8_t wrapped;        /* runs under xpcall: finishes with (ok, ...) */
 };
 
 struct sl_scope {

@@ -105,7 +105,7 @@ void sl_task_env(lua_State *L, int idx, int create) {
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
   sl_task *t;
   lua_State *co;
-  int i, co_ref;
+  int i, co_ref, wrapped;
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   t = lua_newuserdata(L, sizeof *t);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
@@ -113,19 +113,27 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
   lua_setfenv(L, -2);
   co = lua_newthread(L);
-  /* The body runs under the module's entry function (an xpcall that
-   * records the traceback where an error happens, before unwinding). */
+  /* The coroutine's function is xpcall itself, called as xpcall(fn,
+   * handler, ...): the module's handler records the traceback where an
+   * error happens, before unwinding, and no extra Lua frame deepens the
+   * stack (a deeper one makes every parked coroutine grow its stack). */
   if (S->ref_entry == LUA_NOREF) {
     lua_getfield(L, LUA_REGISTRYINDEX, SL_ENTRY);
     S->ref_entry = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
   }
-  if (S->ref_entry != LUA_NOREF) {
+  wrapped = S->ref_entry != LUA_NOREF;
+  if (wrapped) {
+    lua_getfield(L, LUA_REGISTRYINDEX, SL_XPCALL);
+    lua_pushvalue(L, idx);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_entry);
-    lua_xmove(L, co, 1);
+    lua_xmove(L, co, 3);
+    for (i = 1; i <= nargs; i++) lua_pushvalue(L, idx + i);
+    lua_xmove(L, co, nargs);
+    nargs += 2;
+  } else {
+    for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
+    lua_xmove(L, co, nargs + 1);
   }
-  for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
-  lua_xmove(L, co, nargs + 1);
-  if (S->ref_entry != LUA_NOREF) nargs++;
   co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   /* sl_task_init resets the refs: set them after it, or the coroutine's
    * reference is never released and every finished task leaks it. */
@@ -133,6 +141,7 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   t->co = co;
   t->co_ref = co_ref;
   t->nargs = nargs;
+  t->wrapped = (uint8_t)wrapped;
   lua_pushvalue(L, -1);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_task_make_ready(t, SL_WAKE_OK);

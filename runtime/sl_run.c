@@ -21,7 +21,7 @@ static void sl_pushtaskname(lua_State *L, sl_task *t) {
 static void sl_trim_traceback(lua_State *L) {
   const char *tb = lua_tostring(L, -1);
   const char *cut = strstr(tb, "\n\t[sluice]:");
-  const char *x = strstr(tb, "\n\t[C]: in function 'xpcall'");
+  const char *x = strstr(tb, "\n\t[builtin#");   /* the task's base xpcall */
   if (!cut || (x && x < cut)) cut = x;
   if (!cut) return;
   lua_pushlstring(L, tb, (size_t)(cut - tb));

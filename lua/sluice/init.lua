@@ -126,9 +126,9 @@ M.Error = Error
 
 ---------------------------------------------------------------- tasks
 
--- Every task body runs as entry(fn, ...): an xpcall whose handler takes
--- the traceback while the failing frames still exist (a dead coroutine
--- has lost its line numbers), then the error is re-raised unchanged.
+-- Every task body runs under xpcall with on_error as its handler, which
+-- takes the traceback while the failing frames still exist (a dead
+-- coroutine has lost its line numbers); the error itself is unchanged.
 local tracebacks = setmetatable({}, { __mode = "k" })
 debug.getregistry()["sluice.tracebacks"] = tracebacks
 
@@ -137,20 +137,15 @@ local function on_error(e)
     -- (a nil message would be returned as is: traceback("") starts "\n")
     local tb = traceback("", 2):sub(2)
     -- the runtime's own frames below the task body are noise
-    tb = tb:gsub("\n\t%[C%]: in function 'xpcall'.*$", ""):gsub("\n\t%[sluice%]:%d+: in main chunk", "")
+    tb = tb:gsub("\n\t%[builtin#%d+%]: at 0x%x+$", ""):gsub("\n\t%[sluice%]:%d+: in main chunk", "")
     tracebacks[co_running()] = tb
   end
   return e
 end
 
-local function finish(ok, ...)
-  if ok then return ... end
-  error((...), 0)
-end
-
-debug.getregistry()["sluice.entry"] = function(fn, ...)
-  return finish(xpcall(fn, on_error, ...))
-end
+-- The scheduler runs each body as xpcall(fn, on_error, ...).
+debug.getregistry()["sluice.entry"] = on_error
+debug.getregistry()["sluice.xpcall"] = xpcall
 
 -- Which task's error a task re-raised (weak): the report follows it to
 -- the traceback of where the error really happened.
