@@ -37,6 +37,7 @@ demo: all
 
 bench: all
 	bench/run.sh
+	bench/limits.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
