@@ -228,3 +228,23 @@ describe("sluice.limit", function()
     assert.equal("limit: field 'active_count' is read-only", err.message)
   end)
 end)
+
+describe("limit handles in the combinators", function()
+  local sluice = require "sluice"
+
+  it("all and race accept queued calls and cancel the losers", function()
+    local lim = sluice.limit(1)
+    local t0 = sluice.now()
+    local a = lim(function() sluice.sleep(1) return "a" end)
+    local b = lim(function() sluice.sleep(1) return "b" end)   -- queued behind a
+    local r = sluice.all({ a, b })
+    assert.are.same({ "a", "b" }, r)
+    assert.are.equal(2, sluice.now() - t0)   -- one after the other
+    local slow = lim(function() sluice.sleep(5) return "slow" end)
+    local queued = lim(function() return "never" end)
+    assert.are.equal("fast", sluice.race({ slow, queued, function() sluice.sleep(1) return "fast" end }))
+    assert.are.equal("cancelled", slow.status)
+    assert.are.equal(0, lim.active_count)
+    assert.are.equal(0, lim.pending_count)
+  end)
+end)

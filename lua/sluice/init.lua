@@ -296,6 +296,15 @@ end
 
 ---------------------------------------------------------------- combinators
 
+-- A task, or an object standing for one (a call queued in a limit):
+-- anything with await and cancel methods.
+local function is_tasklike(v)
+  local t = type(v)
+  if t ~= "userdata" and t ~= "cdata" and t ~= "table" then return false end
+  local ok, a, c = pcall(function() return v.await, v.cancel end)
+  return ok and type(a) == "function" and type(c) == "function"
+end
+
 local function check_list(fn, list)
   if type(list) ~= "table" then
     raise("invalid", fn .. ": list must be a table (got " .. describe(list) .. ")", 3)
@@ -303,7 +312,7 @@ local function check_list(fn, list)
   local n = #list
   for i = 1, n do
     local v = list[i]
-    if type(v) ~= "function" and not (type(v) == "userdata" and getmetatable(v) and v.await == task_methods.await) then
+    if type(v) ~= "function" and not is_tasklike(v) then
       raise("invalid", fmt("%s: list[%d] must be a function or a task (got %s)", fn, i, describe(v)), 3)
     end
   end
