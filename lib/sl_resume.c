@@ -133,6 +133,23 @@ static void sl_release_held(sl_sched *S, sl_task *t, lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* Coroutines kept for new tasks: enough for the tasks a busy program
+ * finishes and starts again in one tick, few enough to cost little. */
+#define SL_POOL_MAX 256
+
+/* Keeps the finished task's coroutine for a later spawn if it ended
+ * cleanly (status OK: it returned, or never ran), in a Lua table rather
+ * than the registry, so its anchor is one table slot. */
+static void sl_recycle(sl_sched *S, sl_task *t, lua_State *L) {
+  if (S->ref_pool == LUA_NOREF || S->npool >= SL_POOL_MAX || lua_status(t->co) != 0) return;
+  lua_settop(t->co, 0);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_pool);
+  lua_pushthread(t->co);
+  lua_xmove(t->co, L, 1);
+  lua_rawseti(L, -2, ++S->npool);
+  lua_pop(L, 1);
+}
+
 static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   lua_State *L = S->L;
   sl_queue *q;
@@ -155,6 +172,7 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   } else if (t->status == SL_FAILED && !t->observed) {
     sl_mark_unobserved(L, S);
   }
+  sl_recycle(S, t, L);
   luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
   t->co_ref = t->ref = LUA_NOREF;

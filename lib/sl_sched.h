@@ -124,6 +124,8 @@ struct sl_sched {
   int ref_unobserved;
   int ref_entry;
   int ref_scope_mt;
+  int ref_pool;           /* table of finished coroutines kept for reuse */
+  int npool;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void (*on_report)(sl_sched *S, const char *text);   /* other misuse */

@@ -43,6 +43,7 @@ static void sl_sim_close(lua_State *L, sl_sim *sim, int ref) {
   int stuck = !sl_queue_empty(&sim->S.tasks);
   sl_sched_close(&sim->S);
   uv_run(&sim->loop, UV_RUN_DEFAULT);
+  luaL_unref(L, LUA_REGISTRYINDEX, sim->S.ref_pool);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   if (stuck) return;   /* a task refused to unwind: leak rather than dangle */
   uv_loop_close(&sim->loop);
@@ -67,6 +68,8 @@ static int l_run(lua_State *L) {
   sim->S.data = outer->data;
   sim->S.on_unhandled = outer->on_unhandled;
   sim->S.on_report = outer->on_report;
+  lua_newtable(L);   /* its own coroutine pool: the counts are per scheduler */
+  sim->S.ref_pool = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_setsched(L, &sim->S);
   t = sl_spawn(L, &sim->S, &sim->S.root, 2, lua_gettop(L) - 2);
   t->observed = 1;

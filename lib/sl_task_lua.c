@@ -102,6 +102,22 @@ void sl_task_env(lua_State *L, int idx, int create) {
   }
 }
 
+/* Pushes a coroutine for a new task: one that finished an earlier task
+ * if the pool has one (saving its allocation and the collector's work),
+ * else a fresh one. */
+static lua_State *sl_coroutine(lua_State *L, sl_sched *S) {
+  lua_State *co;
+  if (S->npool == 0) return lua_newthread(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_pool);
+  lua_rawgeti(L, -1, S->npool);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, S->npool--);
+  lua_remove(L, -2);
+  co = lua_tothread(L, -1);
+  lua_settop(co, 0);
+  return co;
+}
+
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
   sl_task *t;
   lua_State *co;
@@ -112,7 +128,7 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
   lua_setfenv(L, -2);
-  co = lua_newthread(L);
+  co = sl_coroutine(L, S);
   /* The coroutine's function is xpcall itself, called as xpcall(fn,
    * handler, ...): the module's handler records the traceback where an
    * error happens, before unwinding, and no extra Lua frame deepens the
@@ -459,6 +475,8 @@ int luaopen_sluice_core(lua_State *L) {
   sl_task_metatable(L, SL_TASK_MT ".failed", 1);
   luaL_getmetatable(L, SL_TASK_MT);
   S->ref_task_mt = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->ref_pool = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_getmetatable(L, SL_TASK_MT ".failed");
   S->ref_failed_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "task_methods");
