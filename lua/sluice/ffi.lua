@@ -7,6 +7,7 @@ ffi.cdef(require "sluice.cdef")
 
 local C = ffi.C
 local M = { C = C }
+local type, huge = type, math.huge
 
 local reasons = {
   [-1] = { "invalid", "must be called from a task" },
@@ -24,6 +25,41 @@ function M.fail(I, r, fname, detail, level)
   if r == -2 then I.raise_cancelled(level) end
   local why = reasons[r] or { "invalid", "failed (" .. tostring(r) .. ")" }
   I.raise(why[1], fname .. ": " .. (detail or why[2]), level)
+end
+
+-- The timeout argument of an acquire-like method, -1 for none.
+function M.timeout_arg(I, fname, timeout)
+  if timeout == nil then return -1 end
+  if type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 or timeout == huge then
+    I.raise("invalid", fname .. ": timeout must be a finite non-negative number of seconds (got " ..
+      I.describe(timeout) .. ")", 3)
+  end
+  return timeout
+end
+
+-- Finishes an acquire-like call whose C answer is r: when C parked the
+-- task (0), yields to the scheduler and reads the wake code.  Returns
+-- true when granted, nil and "timeout", or false and the answer (< 0) or
+-- wake code (> 2) for the caller to turn into its own error.  A grant
+-- made to a task that was cancelled before it could run is given back
+-- with abandon(obj [, arg]) and the cancellation raised.
+function M.grant(I, r, abandon, obj, arg)
+  if r == 1 then return true end
+  if r == 0 then
+    local code = I.co_yield(I.PARK)
+    if code == 0 then
+      if C.sl_ffi_cancel_pending() ~= 0 then
+        if arg == nil then abandon(obj) else abandon(obj, arg) end
+        I.raise_cancelled(3)
+      end
+      return true
+    end
+    if code == 1 then return nil, "timeout" end
+    if code == 2 then I.raise_cancelled(3) end
+    return false, code
+  end
+  if r == -7 then return nil, "timeout" end
+  return false, r
 end
 
 return M

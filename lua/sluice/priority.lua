@@ -17,7 +17,7 @@
 local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 
-local C, fail = sffi.C, sffi.fail
+local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
 local type, pcall, error, tostring, tonumber, pairs = type, pcall, error, tostring, tonumber, pairs
 local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
@@ -27,8 +27,8 @@ local HIST_BUCKETS = 32
 local NOMEM = -8
 
 return function(M, I)
-  local raise, describe, raise_cancelled = I.raise, I.describe, I.raise_cancelled
-  local co_yield, co_isyieldable, PARK = I.co_yield, I.co_isyieldable, I.PARK
+  local raise, describe = I.raise, I.describe
+  local co_isyieldable = I.co_isyieldable
   local check_function, holding = I.check_function, I.holding
 
   local psem_ptr = ffi.typeof("sl_psem *")
@@ -56,28 +56,15 @@ return function(M, I)
   -- Acquires for fname; errors are raised at level 3 (the caller of the
   -- method that called this).
   local function acquire(s, priority, timeout, fname)
-    local r = C.sl_psem_acquire(s, priority, timeout, co_isyieldable() and 1 or 0)
-    if r == 1 then
+    local ok, why = grant(I, C.sl_psem_acquire(s, priority, timeout, co_isyieldable() and 1 or 0),
+      C.sl_psem_abandon, s)
+    if ok then
       if holding.tracking() then holding.note(s) end
       return true
     end
-    if r == 0 then
-      local code = co_yield(PARK)
-      if code == 0 then
-        -- cancelled right after the hand-off: pass the permit on
-        if C.sl_ffi_cancel_pending() ~= 0 then
-          C.sl_psem_abandon(s)
-          raise_cancelled(3)
-        end
-        if holding.tracking() then holding.note(s) end
-        return true
-      end
-      if code == 1 then return nil, "timeout" end
-      raise_cancelled(3)
-    end
-    if r == -7 then return nil, "timeout" end
-    if r == -4 then holding.raise_deadlock(fname, s, C.sl_psem_prim(s), "permit", 3) end
-    fail(I, r, fname, r == NOMEM and "out of memory" or nil, 3)
+    if ok == nil then return nil, why end
+    if why == -4 then holding.raise_deadlock(fname, s, C.sl_psem_prim(s), "permit", 3) end
+    fail(I, why, fname, why == NOMEM and "out of memory" or nil, 3)
   end
 
   -- ps:acquire(priority [, timeout]) -> true | nil, "timeout"
@@ -85,12 +72,7 @@ return function(M, I)
     local fname = NAME .. ":acquire"
     check_self(s, fname)
     check_priority(fname, priority)
-    if timeout == nil then
-      timeout = -1
-    elseif type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 or timeout == huge then
-      raise("invalid", fmt("%s: timeout must be a finite non-negative number of seconds (got %s)",
-        fname, describe(timeout)), 2)
-    end
+    timeout = timeout_arg(I, fname, timeout)
     local ok, why = acquire(s, priority, timeout, fname)
     if ok then return true end   -- exactly one value when granted
     return nil, why

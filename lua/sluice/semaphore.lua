@@ -25,7 +25,7 @@ local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
 
-local C, fail = sffi.C, sffi.fail
+local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
 local type, pcall, error, tostring, tonumber, setmetatable, ipairs, select =
       type, pcall, error, tostring, tonumber, setmetatable, ipairs, select
 local floor, huge, fmt, concat = math.floor, math.huge, string.format, table.concat
@@ -36,8 +36,8 @@ local c_current, prim_holders, task_traceback = core.current, core.prim_holders,
 local HIST_BUCKETS = 32
 
 return function(M, I)
-  local raise, new_error, describe, raise_cancelled = I.raise, I.new_error, I.describe, I.raise_cancelled
-  local co_yield, co_isyieldable, PARK = I.co_yield, I.co_isyieldable, I.PARK
+  local raise, new_error, describe = I.raise, I.new_error, I.describe
+  local co_isyieldable = I.co_isyieldable
   local check_function = I.check_function
 
   ------------------------------------------------------------ holders
@@ -173,39 +173,21 @@ return function(M, I)
     -- Acquires for fname; errors are raised at level 3 (the caller of
     -- the method that called this).
     local function acquire(s, timeout, fname)
-      local r = C.sl_sem_acquire(s, timeout, co_isyieldable() and 1 or 0)
-      if r == 1 then
+      local ok, why = grant(I, C.sl_sem_acquire(s, timeout, co_isyieldable() and 1 or 0),
+        C.sl_sem_abandon, s)
+      if ok then
         if tracking then note_holder(s) end
         return true
       end
-      if r == 0 then
-        local code = co_yield(PARK)
-        if code == 0 then
-          -- cancelled right after the hand-off: pass the permit on
-          if C.sl_ffi_cancel_pending() ~= 0 then
-            C.sl_sem_abandon(s)
-            raise_cancelled(3)
-          end
-          if tracking then note_holder(s) end
-          return true
-        end
-        if code == 1 then return nil, "timeout" end
-        raise_cancelled(3)
-      end
-      if r == -7 then return nil, "timeout" end
-      if r == -4 then raise_deadlock(fname, s, C.sl_sem_prim(s), unit, 3) end
-      fail(I, r, fname, nil, 3)
+      if ok == nil then return nil, why end
+      if why == -4 then raise_deadlock(fname, s, C.sl_sem_prim(s), unit, 3) end
+      fail(I, why, fname, nil, 3)
     end
 
     -- s:acquire([timeout]) -> true | nil, "timeout"
     function m.acquire(s, timeout)
       check_self(s, f_acquire)
-      if timeout == nil then
-        timeout = -1
-      elseif type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 or timeout == huge then
-        raise("invalid", fmt("%s: timeout must be a finite non-negative number of seconds (got %s)",
-          f_acquire, describe(timeout)), 2)
-      end
+      timeout = timeout_arg(I, f_acquire, timeout)
       local ok, why = acquire(s, timeout, f_acquire)
       if ok then return true end   -- exactly one value when granted
       return nil, why

@@ -17,7 +17,7 @@
 local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 
-local C, fail = sffi.C, sffi.fail
+local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
 local type, pcall, error, tostring, tonumber = type, pcall, error, tostring, tonumber
 local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
@@ -27,8 +27,8 @@ local HIST_BUCKETS = 32
 local WAKE_TOOBIG = 3
 
 return function(M, I)
-  local raise, describe, raise_cancelled = I.raise, I.describe, I.raise_cancelled
-  local co_yield, co_isyieldable, PARK = I.co_yield, I.co_isyieldable, I.PARK
+  local raise, describe = I.raise, I.describe
+  local co_isyieldable = I.co_isyieldable
   local check_function, holding = I.check_function, I.holding
 
   local wsem_ptr = ffi.typeof("sl_wsem *")
@@ -75,32 +75,19 @@ return function(M, I)
   -- Acquires w for fname; errors are raised at level 3 (the caller of
   -- the method that called this).
   local function acquire(s, w, timeout, fname)
-    local r = C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0)
-    if r == 1 then
+    local ok, why = grant(I, C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0),
+      C.sl_wsem_abandon, s, w)
+    if ok then
       if holding.tracking() then holding.note(s) end
       return true
     end
-    if r == 0 then
-      local code = co_yield(PARK)
-      if code == 0 then
-        -- cancelled right after the hand-off: pass the weight on
-        if C.sl_ffi_cancel_pending() ~= 0 then
-          C.sl_wsem_abandon(s, w)
-          raise_cancelled(3)
-        end
-        if holding.tracking() then holding.note(s) end
-        return true
-      end
-      if code == 1 then return nil, "timeout" end
-      if code == WAKE_TOOBIG then
-        raise("invalid", fmt("%s: weight %s exceeds the capacity %s (it shrank while the task waited)",
-          fname, describe(w), describe(C.sl_wsem_capacity(s))), 3)
-      end
-      raise_cancelled(3)
+    if ok == nil then return nil, why end
+    if why == WAKE_TOOBIG then
+      raise("invalid", fmt("%s: weight %s exceeds the capacity %s (it shrank while the task waited)",
+        fname, describe(w), describe(C.sl_wsem_capacity(s))), 3)
     end
-    if r == -7 then return nil, "timeout" end
-    if r == -4 then raise_deadlock(s, w, fname) end
-    fail(I, r, fname, nil, 3)
+    if why == -4 then raise_deadlock(s, w, fname) end
+    fail(I, why, fname, nil, 3)
   end
 
   -- ws:acquire(w [, timeout]) -> true | nil, "timeout"
@@ -108,12 +95,7 @@ return function(M, I)
     local fname = NAME .. ":acquire"
     check_self(s, fname)
     check_weight(s, fname, w)
-    if timeout == nil then
-      timeout = -1
-    elseif type(timeout) ~= "number" or timeout ~= timeout or timeout < 0 or timeout == huge then
-      raise("invalid", fmt("%s: timeout must be a finite non-negative number of seconds (got %s)",
-        fname, describe(timeout)), 2)
-    end
+    timeout = timeout_arg(I, fname, timeout)
     local ok, why = acquire(s, w, timeout, fname)
     if ok then return true end   -- exactly one value when granted
     return nil, why
