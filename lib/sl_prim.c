@@ -128,6 +128,18 @@ void sl_prim_wait_lost(sl_prim *p, sl_task *t, int why) {
   sl_prim_record_wait(p, t);
 }
 
+int sl_prim_give_back(sl_prim *p, double n, int abandoned) {
+  sl_task *t = sl_running_task();
+  if (!t) return SL_R_NOTASK;
+  if (sl_hold_sub(p, t, n)) return SL_R_NOTHELD;
+  if (abandoned) {
+    p->stats.acquired--;
+    p->stats.waited--;
+    p->stats.cancelled++;
+  }
+  return SL_R_OK;
+}
+
 int sl_prim_may_wait(sl_prim *p, sl_task *t, int can_block) {
   if (t->cancelled && !t->shield) return SL_R_CANCELLED;
   if (!can_block) return SL_R_NOBLOCK;

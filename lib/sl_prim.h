@@ -53,6 +53,13 @@ void sl_prim_wait_lost(sl_prim *p, sl_task *t, int why);
 /* Counts a grant that did not wait. */
 static inline void sl_prim_count_grant(sl_prim *p) { p->stats.acquired++; }
 
+/* The running task gives back n of p (release, or abandon: a grant it
+ * was handed but, cancelled before it could run, will not use, whose
+ * wait then counts as cancelled rather than as an acquisition).
+ * Returns SL_R_OK, SL_R_NOTASK or SL_R_NOTHELD; the caller then returns
+ * the n to its count and dispatches. */
+int sl_prim_give_back(sl_prim *p, double n, int abandoned);
+
 /* Checks the usual preconditions of a wait by the running task:
  * returns SL_R_QUEUED if it may park, else the SL_* answer to give. */
 int sl_prim_may_wait(sl_prim *p, sl_task *t, int can_block);

@@ -187,9 +187,8 @@ int sl_psem_acquire(sl_psem *s, double priority, double timeout, int can_block) 
 }
 
 int sl_psem_release(sl_psem *s) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, 1)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, 1, 0);
+  if (rc != SL_R_OK) return rc;
   s->held--;
   sl_psem_dispatch(s);
   return SL_R_OK;
@@ -199,13 +198,9 @@ int sl_psem_release(sl_psem *s) {
  * before it could run: the permit goes on to the next waiter, and the
  * wait counts as cancelled rather than as an acquisition. */
 int sl_psem_abandon(sl_psem *s) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, 1)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, 1, 1);
+  if (rc != SL_R_OK) return rc;
   s->held--;
-  s->prim.stats.acquired--;
-  s->prim.stats.waited--;
-  s->prim.stats.cancelled++;
   sl_psem_dispatch(s);
   return SL_R_OK;
 }

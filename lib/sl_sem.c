@@ -98,9 +98,8 @@ int sl_sem_acquire(sl_sem *s, double timeout, int can_block) {
 }
 
 int sl_sem_release(sl_sem *s) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, 1)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, 1, 0);
+  if (rc != SL_R_OK) return rc;
   s->held--;
   sl_sem_dispatch(s);
   return SL_R_OK;
@@ -110,13 +109,9 @@ int sl_sem_release(sl_sem *s) {
  * before it could run: the permit goes on to the next waiter, and the
  * wait counts as cancelled rather than as an acquisition. */
 int sl_sem_abandon(sl_sem *s) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, 1)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, 1, 1);
+  if (rc != SL_R_OK) return rc;
   s->held--;
-  s->prim.stats.acquired--;
-  s->prim.stats.waited--;
-  s->prim.stats.cancelled++;
   sl_sem_dispatch(s);
   return SL_R_OK;
 }

@@ -118,9 +118,8 @@ int sl_wsem_acquire(sl_wsem *s, double w, double timeout, int can_block) {
 }
 
 int sl_wsem_release(sl_wsem *s, double w) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, w)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, w, 0);
+  if (rc != SL_R_OK) return rc;
   s->held -= w;
   sl_wsem_dispatch(s);
   return SL_R_OK;
@@ -130,13 +129,9 @@ int sl_wsem_release(sl_wsem *s, double w) {
  * it could run: the weight goes on to the next waiters, and the wait
  * counts as cancelled rather than as an acquisition. */
 int sl_wsem_abandon(sl_wsem *s, double w) {
-  sl_task *t = sl_running_task();
-  if (!t) return SL_R_NOTASK;
-  if (sl_hold_sub(&s->prim, t, w)) return SL_R_NOTHELD;
+  int rc = sl_prim_give_back(&s->prim, w, 1);
+  if (rc != SL_R_OK) return rc;
   s->held -= w;
-  s->prim.stats.acquired--;
-  s->prim.stats.waited--;
-  s->prim.stats.cancelled++;
   sl_wsem_dispatch(s);
   return SL_R_OK;
 }
