@@ -1,0 +1,75 @@
+-- sluice.run: a nested scheduler, on the virtual clock or the real one.
+local sluice = require "sluice"
+
+describe("sluice.run", function()
+  it("runs a block on a virtual clock of its own, starting at 0, with exact times", function()
+    local outer = sluice.now()
+    local trace = {}
+    local a, b = sluice.run({ clock = "virtual" }, function(x, y)
+      trace[#trace + 1] = "start@" .. sluice.now()
+      local t1 = sluice.spawn(function() sluice.sleep(3600) trace[#trace + 1] = "hour@" .. sluice.now() end)
+      local t2 = sluice.spawn(function() sluice.sleep(60) trace[#trace + 1] = "minute@" .. sluice.now() end)
+      t1:await()
+      t2:await()
+      return x + y, "done"
+    end, 40, 2)
+    assert.are.equal(42, a)
+    assert.are.equal("done", b)
+    assert.are.same({ "start@0", "minute@60", "hour@3600" }, trace)
+    assert.are.equal(outer, sluice.now())   -- the caller's clock did not move
+  end)
+
+  it("waits for every task the block started, not only the block", function()
+    local finished = false
+    sluice.run({ clock = "virtual" }, function()
+      sluice.spawn(function() sluice.sleep(10) finished = true end)
+    end)
+    assert.is_true(finished)
+  end)
+
+  it("raises the block's error unchanged", function()
+    local e = {}
+    local ok, err = pcall(sluice.run, { clock = "virtual" }, function() error(e) end)
+    assert.is_false(ok)
+    assert.are.equal(e, err)
+    ok, err = pcall(sluice.run, { clock = "virtual" }, function() error("plain", 0) end)
+    assert.are.equal("plain", err)
+  end)
+
+  it("ends a block that can never finish with a deadlock error, its tasks cancelled", function()
+    local cleaned = {}
+    local ok, err = pcall(sluice.run, { clock = "virtual" }, function()
+      local me = sluice.current()
+      local child = sluice.spawn(function()
+        local ok2, e2 = pcall(me.await, me)
+        cleaned[#cleaned + 1] = "child: " .. tostring(e2)
+        error(e2, 0)
+      end)
+      local ok3, e3 = pcall(child.await, child)
+      cleaned[#cleaned + 1] = "block: " .. tostring(e3)
+      error(e3, 0)
+    end)
+    assert.is_false(ok)
+    assert.are.equal("deadlock", err.kind)
+    assert.are.equal("sluice.run: deadlock: 2 tasks were waiting and nothing could wake them", err.message)
+    table.sort(cleaned)
+    assert.are.same({ "block: cancelled", "child: cancelled" }, cleaned)
+  end)
+
+  it("runs on the real clock by default", function()
+    local t0 = sluice.uv.hrtime()
+    local r = sluice.run(function() sluice.sleep(0.01) return sluice.now() >= 0.01 end)
+    assert.is_true(r)
+    assert.is_true(sluice.uv.hrtime() - t0 >= 1e7)
+  end)
+
+  it("checks its arguments", function()
+    local ok, err = pcall(sluice.run, 5)
+    assert.are.equal("sluice.run: opts must be a table (got 5)", err.message)
+    ok, err = pcall(sluice.run, { clock = "fast" }, function() end)
+    assert.are.equal('sluice.run: clock must be "real" or "virtual" (got "fast")', err.message)
+    ok, err = pcall(sluice.run, { clock = "virtual" }, 7)
+    assert.are.equal("sluice.run: fn must be a function (got 7)", err.message)
+    assert.are.equal("invalid", err.kind)
+  end)
+end)
