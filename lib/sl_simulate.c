@@ -64,7 +64,7 @@ static int l_run(lua_State *L) {
   sl_sched_init(&sim->S, &sim->loop, L, is_virtual);
   sim->S.L = lua_newthread(L);
   ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sim->S.vnow = outer->virtual_clock ? outer->vnow : 0;
+  sim->S.vnow = 0;   /* a clock of its own: every run starts at 0 */
   sim->S.data = outer->data;
   sim->S.on_unhandled = outer->on_unhandled;
   sim->S.on_report = outer->on_report;
