@@ -27,6 +27,17 @@ function M.fail(I, r, fname, detail, level)
   I.raise(why[1], fname .. ": " .. (detail or why[2]), level)
 end
 
+-- The __index of a primitive's metatype: its methods first, then the
+-- fields computed by getters[k](obj).
+function M.indexer(methods, getters)
+  return function(obj, k)
+    local m = methods[k]
+    if m then return m end
+    local g = getters[k]
+    if g then return g(obj) end
+  end
+end
+
 -- The timeout argument of an acquire-like method, -1 for none.
 function M.timeout_arg(I, fname, timeout)
   if timeout == nil then return -1 end

@@ -243,12 +243,7 @@ return function(M, I)
 
   ffi.metatype("sl_limit", {
     __call = call,
-    __index = function(lim, k)
-      local m = methods[k]
-      if m then return m end
-      local g = getters[k]
-      if g then return g(lim) end
-    end,
+    __index = sffi.indexer(methods, getters),
     __newindex = function(lim, k, v)
       if k ~= "concurrency" then
         raise("invalid", fmt("limit: field '%s' is read-only", tostring(k)), 2)

@@ -156,12 +156,7 @@ return function(M, I)
   }
 
   ffi.metatype("sl_psem", {
-    __index = function(s, k)
-      local m = methods[k]
-      if m then return m end
-      local g = getters[k]
-      if g then return g(s) end
-    end,
+    __index = sffi.indexer(methods, getters),
     -- permits: growing grants waiters at once; shrinking never blocks,
     -- holders above the new limit finish and nothing is granted until
     -- fewer than the limit are held.

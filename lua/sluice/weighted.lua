@@ -186,12 +186,7 @@ return function(M, I)
   }
 
   ffi.metatype("sl_wsem", {
-    __index = function(s, k)
-      local m = methods[k]
-      if m then return m end
-      local g = getters[k]
-      if g then return g(s) end
-    end,
+    __index = sffi.indexer(methods, getters),
     -- capacity: growing grants waiters at once; shrinking never blocks,
     -- holders above the new capacity finish and nothing is granted until
     -- the head fits again; waiters heavier than it fail.
