@@ -10,20 +10,11 @@
 local sluice = require "sluice"
 local bit = require "bit"
 
-local SCHEDULES = tonumber(os.getenv("SLUICE_PROPERTY_SCHEDULES")) or 10000
-local FIRST_SEED = tonumber(os.getenv("SLUICE_PROPERTY_SEED")) or 1
+local property = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/property.lua")
+local SCHEDULES, FIRST_SEED = property.SCHEDULES, property.FIRST_SEED
 local fmt = string.format
 
-local function prng(seed)
-  local x = bit.tobit((seed * 2654435761 + 12345) % 4294967296)
-  if x == 0 then x = 1 end
-  return function(n)
-    x = bit.bxor(x, bit.lshift(x, 13))
-    x = bit.bxor(x, bit.rshift(x, 17))
-    x = bit.bxor(x, bit.lshift(x, 5))
-    return x % n + 1
-  end
-end
+local prng = property.prng
 
 local function run_schedule(seed)
   local rand = prng(seed)

@@ -17,26 +17,15 @@
 local sluice = require "sluice"
 local bit = require "bit"
 
-local SCHEDULES = tonumber(os.getenv("SLUICE_PROPERTY_SCHEDULES")) or 10000
-local FIRST_SEED = tonumber(os.getenv("SLUICE_PROPERTY_SEED")) or 1
-local BATCHES = 10
+local property = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/property.lua")
+local SCHEDULES, FIRST_SEED, BATCHES = property.SCHEDULES, property.FIRST_SEED, property.BATCHES
 local STEPS = 24
 local MAX_ACTORS = 5
 local TIMEOUTS = { false, false, false, 0, 0.5, 1, 2 }   -- false: none
 local ADVANCES = { 0.25, 0.5, 1, 2 }
 local fmt, frexp, min, max = string.format, math.frexp, math.min, math.max
 
--- xorshift32: the same schedule for the same seed on every platform.
-local function prng(seed)
-  local x = bit.tobit((seed * 2654435761 + 12345) % 4294967296)
-  if x == 0 then x = 1 end
-  return function(n)
-    x = bit.bxor(x, bit.lshift(x, 13))
-    x = bit.bxor(x, bit.rshift(x, 17))
-    x = bit.bxor(x, bit.lshift(x, 5))
-    return x % n + 1
-  end
-end
+local prng = property.prng
 
 ---------------------------------------------------------------- the model
 

@@ -18,23 +18,12 @@
 local sluice = require "sluice"
 local bit = require "bit"
 
-local SCHEDULES = tonumber(os.getenv("SLUICE_PROPERTY_SCHEDULES")) or 10000
-local FIRST_SEED = tonumber(os.getenv("SLUICE_PROPERTY_SEED")) or 1
-local BATCHES = 10
+local property = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/property.lua")
+local SCHEDULES, FIRST_SEED = property.SCHEDULES, property.FIRST_SEED
 local MAX_CAP = 5
 local fmt, ceil, concat = string.format, math.ceil, table.concat
 
--- xorshift32: the same schedule for the same seed on every platform.
-local function prng(seed)
-  local x = bit.tobit((seed * 2654435761 + 12345) % 4294967296)
-  if x == 0 then x = 1 end
-  return function(n)
-    x = bit.bxor(x, bit.lshift(x, 13))
-    x = bit.bxor(x, bit.rshift(x, 17))
-    x = bit.bxor(x, bit.lshift(x, 5))
-    return x % n + 1
-  end
-end
+local prng = property.prng
 
 ---------------------------------------------------------------- the model
 
@@ -346,27 +335,5 @@ local function run_schedule(seed)
 end
 
 describe("weighted_semaphore under random schedules", function()
-  local per_batch = math.ceil(SCHEDULES / BATCHES)
-  for b = 1, BATCHES do
-    local first = FIRST_SEED + (b - 1) * per_batch
-    local last = math.min(FIRST_SEED + SCHEDULES - 1, first + per_batch - 1)
-    it(fmt("matches the FIFO model for seeds %d..%d", first, last), function()
-      local base = sluice.stats()
-      local failures = {}
-      for seed = first, last do
-        local problems = run_schedule(seed)
-        local st = sluice.stats()
-        for _, k in ipairs { "tasks", "ready", "waiting", "timers" } do
-          if st[k] ~= base[k] then
-            problems[#problems + 1] = fmt("stats().%s is %d after the schedule, %d before", k, st[k], base[k])
-          end
-        end
-        if #problems > 0 then
-          failures[#failures + 1] = fmt("seed %d: %s", seed, concat(problems, "; "))
-          if #failures >= 5 then break end
-        end
-      end
-      assert(#failures == 0, concat(failures, "\n"))
-    end)
-  end
+  property.batches(it, "matches the FIFO model for seeds %d..%d", run_schedule)
 end)
