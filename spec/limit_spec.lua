@@ -167,9 +167,9 @@ describe("sluice.limit", function()
     assert.equal(1, st.wait_total)
     assert.equal(1, st.wait_max)
     local n = 0
-    for i = 1, 32 do n = n + st.hist[i] end
+    for i = 1, 32 do n = n + st.histogram[i] end
     assert.equal(2, n)
-    assert.equal(1, st.hist[1])
+    assert.equal(1, st.histogram[1])
   end)
 
   it("keeps a scope open while calls made in it are queued, and runs them in it", function()

@@ -38,6 +38,26 @@ function M.indexer(methods, getters)
   end
 end
 
+local stats_buf = ffi.new("sl_stats")
+
+-- A primitive's stats() table: what sl_prim records (grants, waits,
+-- timeouts, cancellations, wait times and their log2 histogram, whose
+-- bucket 1 counts waits under 1 us and bucket i those from 2^(i-2) to
+-- 2^(i-1) us) plus the primitive's own fields from extra.
+function M.stats(prim, extra)
+  local b = stats_buf
+  C.sl_prim_stats(prim, b)
+  local hist = {}
+  for i = 1, 32 do hist[i] = tonumber(b.hist[i - 1]) end
+  local t = {
+    waiting = C.sl_prim_waiting(prim), acquired = b.acquired, waited = b.waited,
+    timeouts = b.timeouts, cancelled = b.cancelled, wait_total = b.wait_total,
+    wait_max = b.wait_max, histogram = hist,
+  }
+  for k, v in pairs(extra) do t[k] = v end
+  return t
+end
+
 -- The timeout argument of an acquire-like method, -1 for none.
 function M.timeout_arg(I, fname, timeout)
   if timeout == nil then return -1 end

@@ -222,17 +222,15 @@ return function(M, I)
   -- shorter than 2^(i-1) microseconds (the last: all longer ones).
   function methods.stats(lim)
     check_self(lim, "stats")
-    local st = ffi.new("sl_stats")
-    local p = C.sl_limit_prim(lim)
-    C.sl_prim_stats(p, st)
-    local hist = {}
-    for i = 1, 32 do hist[i] = st.hist[i - 1] end
-    return {
+    -- the shared fields, named for what a limiter does: a grant is a start,
+    -- and those waiting are tasks awaiting queued calls
+    local t = sffi.stats(C.sl_limit_prim(lim), {
       concurrency = C.sl_limit_concurrency(lim), active = C.sl_limit_active(lim),
-      pending = C.sl_limit_pending(lim), awaiting = C.sl_prim_waiting(p),
-      started = st.acquired, started_after_wait = st.waited, cancelled = st.cancelled,
-      wait_total = st.wait_total, wait_max = st.wait_max, hist = hist,
-    }
+      pending = C.sl_limit_pending(lim),
+    })
+    t.started, t.started_after_wait, t.awaiting = t.acquired, t.waited, t.waiting
+    t.acquired, t.waited, t.waiting, t.timeouts = nil, nil, nil, nil
+    return t
   end
 
   local getters = {

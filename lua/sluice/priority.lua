@@ -23,7 +23,6 @@ local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
 
 local NAME = "priority_semaphore"
-local HIST_BUCKETS = 32
 local NOMEM = -8
 
 return function(M, I)
@@ -32,7 +31,6 @@ return function(M, I)
   local check_function, holding = I.check_function, I.holding
 
   local psem_ptr = ffi.typeof("sl_psem *")
-  local stats_buf = ffi.new("sl_stats")
   local methods = {}
 
   local function check_self(s, fname)
@@ -131,17 +129,11 @@ return function(M, I)
 
   function methods.stats(s)
     check_self(s, NAME .. ":stats")
-    local b, prim = stats_buf, C.sl_psem_prim(s)
-    C.sl_prim_stats(prim, b)
-    local hist = {}
-    for i = 1, HIST_BUCKETS do hist[i] = tonumber(b.hist[i - 1]) end
     local aging = C.sl_psem_aging(s)
-    return {
+    return sffi.stats(C.sl_psem_prim(s), {
       permits = C.sl_psem_limit(s), held = C.sl_psem_held(s), available = C.sl_psem_available(s),
-      waiting = C.sl_prim_waiting(prim), aging = aging > 0 and aging or nil,
-      acquired = b.acquired, waited = b.waited, timeouts = b.timeouts, cancelled = b.cancelled,
-      wait_total = b.wait_total, wait_max = b.wait_max, histogram = hist,
-    }
+      aging = aging > 0 and aging or nil,
+    })
   end
 
   local getters = {

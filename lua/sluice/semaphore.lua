@@ -33,7 +33,6 @@ local traceback = debug.traceback
 local istype = ffi.istype
 local c_current, prim_holders, task_traceback = core.current, core.prim_holders, core.task_traceback
 
-local HIST_BUCKETS = 32
 
 return function(M, I)
   local raise, new_error, describe = I.raise, I.new_error, I.describe
@@ -147,7 +146,6 @@ return function(M, I)
   ------------------------------------------------------------ methods
 
   local sem_ptr = ffi.typeof("sl_sem *")
-  local stats_buf = ffi.new("sl_stats")
 
   local function check_permits(v, level)
     if type(v) ~= "number" or v < 1 or v ~= floor(v) or v == huge then
@@ -242,16 +240,9 @@ return function(M, I)
 
     function m.stats(s)
       check_self(s, kind .. ":stats")
-      local b = stats_buf
-      C.sl_prim_stats(C.sl_sem_prim(s), b)
-      local hist = {}
-      for i = 1, HIST_BUCKETS do hist[i] = tonumber(b.hist[i - 1]) end
-      return {
+      return sffi.stats(C.sl_sem_prim(s), {
         permits = C.sl_sem_limit(s), held = C.sl_sem_held(s), available = C.sl_sem_available(s),
-        waiting = C.sl_prim_waiting(C.sl_sem_prim(s)),
-        acquired = b.acquired, waited = b.waited, timeouts = b.timeouts, cancelled = b.cancelled,
-        wait_total = b.wait_total, wait_max = b.wait_max, histogram = hist,
-      }
+      })
     end
     return m
   end

@@ -23,7 +23,6 @@ local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
 
 local NAME = "weighted_semaphore"
-local HIST_BUCKETS = 32
 local WAKE_TOOBIG = 3
 
 return function(M, I)
@@ -32,7 +31,6 @@ return function(M, I)
   local check_function, holding = I.check_function, I.holding
 
   local wsem_ptr = ffi.typeof("sl_wsem *")
-  local stats_buf = ffi.new("sl_stats")
   local MAX = C.sl_wsem_max()
   local methods = {}
 
@@ -166,16 +164,9 @@ return function(M, I)
 
   function methods.stats(s)
     check_self(s, NAME .. ":stats")
-    local b, prim = stats_buf, C.sl_wsem_prim(s)
-    C.sl_prim_stats(prim, b)
-    local hist = {}
-    for i = 1, HIST_BUCKETS do hist[i] = tonumber(b.hist[i - 1]) end
-    return {
+    return sffi.stats(C.sl_wsem_prim(s), {
       capacity = C.sl_wsem_capacity(s), held = C.sl_wsem_held(s), available = C.sl_wsem_available(s),
-      waiting = C.sl_prim_waiting(prim),
-      acquired = b.acquired, waited = b.waited, timeouts = b.timeouts, cancelled = b.cancelled,
-      wait_total = b.wait_total, wait_max = b.wait_max, histogram = hist,
-    }
+    })
   end
 
   local getters = {
