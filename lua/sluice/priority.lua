@@ -17,7 +17,7 @@
 local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 
-local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
+local C, fail, grant, timeout_arg, WOKEN = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg, sffi.WOKEN
 local type, pcall, error, tostring, tonumber, pairs = type, pcall, error, tostring, tonumber, pairs
 local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
@@ -27,7 +27,7 @@ local NOMEM = -8
 
 return function(M, I)
   local raise, describe = I.raise, I.describe
-  local co_isyieldable = I.co_isyieldable
+  local co_isyieldable, co_yield, PARK = I.co_isyieldable, I.co_yield, I.PARK
   local check_function, holding = I.check_function, I.holding
 
   local psem_ptr = ffi.typeof("sl_psem *")
@@ -53,9 +53,11 @@ return function(M, I)
 
   -- Acquires for fname; errors are raised at level 3 (the caller of the
   -- method that called this).
-  local function acquire(s, priority, timeout, fname)
-    local ok, why = grant(I, C.sl_psem_acquire(s, priority, timeout, co_isyieldable() and 1 or 0),
-      C.sl_psem_abandon, s)
+  -- The answer r of sl_psem_acquire (after the yield, when C parked the
+  -- task) as the result of fname.  The callers call C and yield in their
+  -- own frame, so a parked coroutine needs no deeper stack.
+  local function settle(s, r, fname)
+    local ok, why = grant(I, r, C.sl_psem_abandon, s)
     if ok then
       if holding.tracking() then holding.note(s) end
       return true
@@ -71,7 +73,9 @@ return function(M, I)
     check_self(s, fname)
     check_priority(fname, priority)
     timeout = timeout_arg(I, fname, timeout)
-    local ok, why = acquire(s, priority, timeout, fname)
+    local r = C.sl_psem_acquire(s, priority, timeout, co_isyieldable() and 1 or 0)
+    if r == 0 then r = WOKEN - co_yield(PARK) end
+    local ok, why = settle(s, r, fname)
     if ok then return true end   -- exactly one value when granted
     return nil, why
   end
@@ -117,7 +121,9 @@ return function(M, I)
     check_self(s, fname)
     check_priority(fname, priority)
     check_function(fname, "fn", fn)
-    acquire(s, priority, -1, fname)
+    local r = C.sl_psem_acquire(s, priority, -1, co_isyieldable() and 1 or 0)
+    if r == 0 then r = WOKEN - co_yield(PARK) end
+    settle(s, r, fname)
     return finish(s, pcall(fn, ...))
   end
 

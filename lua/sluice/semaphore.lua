@@ -25,7 +25,7 @@ local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
 
-local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
+local C, fail, grant, timeout_arg, WOKEN = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg, sffi.WOKEN
 local type, pcall, error, tostring, tonumber, setmetatable, ipairs, select =
       type, pcall, error, tostring, tonumber, setmetatable, ipairs, select
 local floor, huge, fmt, concat = math.floor, math.huge, string.format, table.concat
@@ -36,7 +36,7 @@ local c_current, prim_holders, task_traceback = core.current, core.prim_holders,
 
 return function(M, I)
   local raise, new_error, describe = I.raise, I.new_error, I.describe
-  local co_isyieldable = I.co_isyieldable
+  local co_isyieldable, co_yield, PARK = I.co_isyieldable, I.co_yield, I.PARK
   local check_function = I.check_function
 
   ------------------------------------------------------------ holders
@@ -170,9 +170,12 @@ return function(M, I)
 
     -- Acquires for fname; errors are raised at level 3 (the caller of
     -- the method that called this).
-    local function acquire(s, timeout, fname)
-      local ok, why = grant(I, C.sl_sem_acquire(s, timeout, co_isyieldable() and 1 or 0),
-        C.sl_sem_abandon, s)
+    -- The answer r of sl_sem_acquire (after the yield, when C parked the
+    -- task) as the result of fname.  The callers call C and yield in their
+    -- own frame: a parked coroutine then needs no deeper stack than its
+    -- first one (a frame more makes LuaJIT double it).
+    local function settle(s, r, fname)
+      local ok, why = grant(I, r, C.sl_sem_abandon, s)
       if ok then
         if tracking then note_holder(s) end
         return true
@@ -186,7 +189,9 @@ return function(M, I)
     function m.acquire(s, timeout)
       check_self(s, f_acquire)
       timeout = timeout_arg(I, f_acquire, timeout)
-      local ok, why = acquire(s, timeout, f_acquire)
+      local r = C.sl_sem_acquire(s, timeout, co_isyieldable() and 1 or 0)
+      if r == 0 then r = WOKEN - co_yield(PARK) end
+      local ok, why = settle(s, r, f_acquire)
       if ok then return true end   -- exactly one value when granted
       return nil, why
     end
@@ -228,7 +233,9 @@ return function(M, I)
     function m.with(s, fn, ...)
       check_self(s, f_with)
       check_function(f_with, "fn", fn)
-      acquire(s, -1, f_with)
+      local r = C.sl_sem_acquire(s, -1, co_isyieldable() and 1 or 0)
+      if r == 0 then r = WOKEN - co_yield(PARK) end
+      settle(s, r, f_with)
       return finish(s, pcall(fn, ...))
     end
 

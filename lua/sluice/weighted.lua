@@ -17,7 +17,7 @@
 local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 
-local C, fail, grant, timeout_arg = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg
+local C, fail, grant, timeout_arg, WOKEN = sffi.C, sffi.fail, sffi.grant, sffi.timeout_arg, sffi.WOKEN
 local type, pcall, error, tostring, tonumber = type, pcall, error, tostring, tonumber
 local floor, huge, fmt = math.floor, math.huge, string.format
 local istype = ffi.istype
@@ -27,7 +27,7 @@ local WAKE_TOOBIG = 3
 
 return function(M, I)
   local raise, describe = I.raise, I.describe
-  local co_isyieldable = I.co_isyieldable
+  local co_isyieldable, co_yield, PARK = I.co_isyieldable, I.co_yield, I.PARK
   local check_function, holding = I.check_function, I.holding
 
   local wsem_ptr = ffi.typeof("sl_wsem *")
@@ -72,9 +72,11 @@ return function(M, I)
 
   -- Acquires w for fname; errors are raised at level 3 (the caller of
   -- the method that called this).
-  local function acquire(s, w, timeout, fname)
-    local ok, why = grant(I, C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0),
-      C.sl_wsem_abandon, s, w)
+  -- The answer r of sl_wsem_acquire (after the yield, when C parked the
+  -- task) as the result of fname.  The callers call C and yield in their
+  -- own frame, so a parked coroutine needs no deeper stack.
+  local function settle(s, w, r, fname)
+    local ok, why = grant(I, r, C.sl_wsem_abandon, s, w)
     if ok then
       if holding.tracking() then holding.note(s) end
       return true
@@ -94,7 +96,9 @@ return function(M, I)
     check_self(s, fname)
     check_weight(s, fname, w)
     timeout = timeout_arg(I, fname, timeout)
-    local ok, why = acquire(s, w, timeout, fname)
+    local r = C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0)
+    if r == 0 then r = WOKEN - co_yield(PARK) end
+    local ok, why = settle(s, w, r, fname)
     if ok then return true end   -- exactly one value when granted
     return nil, why
   end
@@ -152,7 +156,9 @@ return function(M, I)
     check_self(s, fname)
     check_weight(s, fname, w)
     check_function(fname, "fn", fn)
-    acquire(s, w, -1, fname)
+    local r = C.sl_wsem_acquire(s, w, -1, co_isyieldable() and 1 or 0)
+    if r == 0 then r = WOKEN - co_yield(PARK) end
+    settle(s, w, r, fname)
     return finish(s, w, pcall(fn, ...))
   end
 
