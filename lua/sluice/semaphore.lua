@@ -71,7 +71,10 @@ return function(M, I)
   end
 
   -- The running task released obj: forget the site once it holds none.
+  -- Nothing to forget unless tracking was ever on: every release of
+  -- every primitive comes through here.
   local function forget_holder(obj, prim)
+    if not ever_tracked then return end
     local by = sites[obj]
     if by and C.sl_prim_held_by_me(prim) == 0 then by[c_current()] = nil end
   end
@@ -212,7 +215,7 @@ return function(M, I)
       check_self(s, f_release)
       local r = C.sl_sem_release(s)
       if r == 1 then
-        if ever_tracked then forget_holder(s, C.sl_sem_prim(s)) end
+        forget_holder(s, C.sl_sem_prim(s))
         return
       end
       fail(I, r, f_release, r == -5 and not_held or nil)
@@ -220,7 +223,7 @@ return function(M, I)
 
     local function finish(s, ok, ...)
       local r = C.sl_sem_release(s)
-      if ever_tracked and r == 1 then forget_holder(s, C.sl_sem_prim(s)) end
+      if r == 1 then forget_holder(s, C.sl_sem_prim(s)) end
       if not ok then error((...), 0) end
       if r ~= 1 then
         raise("invalid", f_with .. ": fn released what with acquired (" .. not_held .. " any more)", 3)
