@@ -18,6 +18,8 @@ if ok and uv then clock = function() return uv.hrtime() / 1e9 end end
 local co_create, co_resume, co_yield, co_running =
       coroutine.create, coroutine.resume, coroutine.yield, coroutine.running
 
+local measure = dofile(((arg and arg[0] or ""):match("^(.*/)") or "") .. "timing.lua")
+
 local function once()
   local runq, head, tail = {}, 1, 0
   local function ready(co) tail = tail + 1; runq[tail] = co end
@@ -52,9 +54,6 @@ local function once()
   return (clock() - t0) * 1e3
 end
 
-once()
-local times = {}
-for r = 1, REPS do times[r] = once() end
-table.sort(times)
+local med = measure(once, REPS)
 print(string.format("floor: %d gated tasks, %d permits: %.1f ms (%.0f ns/task)",
-  N, PERMITS, times[math.floor((REPS + 1) / 2)], times[math.floor((REPS + 1) / 2)] * 1e6 / N))
+  N, PERMITS, med, med * 1e6 / N))

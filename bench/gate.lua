@@ -12,6 +12,8 @@ local N = tonumber(arg and arg[1]) or 100000
 local PERMITS = tonumber(arg and arg[2]) or 100
 local REPS = tonumber(arg and arg[3]) or 5
 
+local measure = dofile(((arg and arg[0] or ""):match("^(.*/)") or "") .. "timing.lua")
+
 local function once()
   collectgarbage()
   local sem = sluice.semaphore(PERMITS)
@@ -31,9 +33,5 @@ local function once()
   return ms
 end
 
-once()
-local times = {}
-for r = 1, REPS do times[r] = once() end
-table.sort(times)
-local med = times[math.floor((REPS + 1) / 2)]
+local med = measure(once, REPS)
 print(string.format("gate: %d gated tasks, semaphore(%d): %.1f ms (%.0f ns/task)", N, PERMITS, med, med * 1e6 / N))

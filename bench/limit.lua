@@ -18,6 +18,8 @@ local WORK = arg and arg[4] or "sleep"
 local sleep = sluice.sleep
 local work = WORK == "return" and function(i) return i end or function(i) sleep(0) return i end
 
+local measure = dofile(((arg and arg[0] or ""):match("^(.*/)") or "") .. "timing.lua")
+
 local function once()
   collectgarbage()
   local lim = sluice.limit(CONC)
@@ -51,11 +53,7 @@ local function queued_bytes()
 end
 
 local lua_b, c_b = queued_bytes()   -- first: nothing grown yet
-once()
-local times = {}
-for r = 1, REPS do times[r] = once() end
-table.sort(times)
-local med = times[math.floor((REPS + 1) / 2)]
+local med, times = measure(once, REPS)
 print(string.format("limit: %d calls through limit(%d), %s: %.1f ms (%.0f ns/call)",
   N, CONC, WORK == "return" and "returning at once" or "sleep(0) each", med, med * 1e6 / N))
 print(string.format("  queued call: %.1f bytes (Lua %.1f + C %.1f); median of %d runs, min %.1f ms, max %.1f ms",

@@ -17,6 +17,8 @@ local REPS = tonumber(arg and arg[2]) or 5
 
 local turn
 
+local measure = dofile(((arg and arg[0] or ""):match("^(.*/)") or "") .. "timing.lua")
+
 local function player(me, other)
   for _ = 1, ROUNDS do
     assert(turn == me, "out of turn")
@@ -36,20 +38,7 @@ local function once()
   return (hrtime() - t0) / 1e6
 end
 
-local function median(xs)
-  local s = {}
-  for i = 1, #xs do s[i] = xs[i] end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) / 2] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
-end
-
-once()   -- warm-up
-local times = {}
-for r = 1, REPS do times[r] = once() end
-table.sort(times)
-local med = median(times)
+local med, times = measure(once, REPS)
 print(string.format("pingpong: %d round trips (%d switches): %.1f ms (%.0f ns/switch)",
   ROUNDS, 2 * ROUNDS, med, med * 1e6 / (2 * ROUNDS)))
 print(string.format("  sluice %s, %s; median of %d runs, min %.1f ms, max %.1f ms",

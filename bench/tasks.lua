@@ -13,6 +13,8 @@ local hrtime = sluice.uv.hrtime
 local N = tonumber(arg and arg[1]) or 100000
 local REPS = tonumber(arg and arg[2]) or 5
 
+local measure = dofile(((arg and arg[0] or ""):match("^(.*/)") or "") .. "timing.lua")
+
 local function work(i)
   return i * 2
 end
@@ -33,20 +35,7 @@ local function once()
   return (t1 - t0) / 1e6
 end
 
-local function median(xs)
-  local s = {}
-  for i = 1, #xs do s[i] = xs[i] end
-  table.sort(s)
-  local n = #s
-  if n % 2 == 1 then return s[(n + 1) / 2] end
-  return (s[n / 2] + s[n / 2 + 1]) / 2
-end
-
-once()   -- warm-up
-local times = {}
-for r = 1, REPS do times[r] = once() end
-table.sort(times)
-local med = median(times)
+local med, times = measure(once, REPS)
 print(string.format("tasks: spawn+await %d tasks: %.1f ms (%.0f ns/task)", N, med, med * 1e6 / N))
 print(string.format("  sluice %s, %s; median of %d runs, min %.1f ms, max %.1f ms",
   sluice._VERSION:match("[%d.]+$") or "?", jit.version, REPS, times[1], times[#times]))
