@@ -1,13 +1,26 @@
 /*
  * sl_limit.c - p-limit: at most n calls running at once, the rest queued.
  *
- * The point is that a queued call is cheap: it is not a task yet (a task
- * is a userdata plus a coroutine, near a kilobyte), only a 32-byte record
- * in a slab shared by every limiter of the thread, whose slot number
- * indexes the Lua face's arrays (lua/sluice/limit.lua) holding the
- * function, its arguments and the caller's handle.  When a place frees,
- * sl_limit_next hands the head slot to Lua, which spawns the task; the
- * task's body tells sl_limit_leave when it ends.
+ * The point is that a call is cheap.  A queued call is not a task (a
+ * task is a userdata plus a coroutine, near a kilobyte), only a 32-byte
+ * record in a slab shared by every limiter of the thread, whose slot
+ * number indexes the Lua face's arrays (lua/sluice/limit.lua) holding the
+ * function, its arguments and the caller's handle.  Nor does a call that
+ * starts get a task of its own: a place is a runner, a task that runs
+ * calls one after another.  When a call is queued and a place is free,
+ * sl_limit_next reserves the place and Lua spawns a runner; the runner
+ * takes the head call when it begins (sl_limit_begin), and when that call
+ * returns, the next head at once (sl_limit_continue): the place never
+ * goes back to the pool, so nothing is spawned.  Calls are taken from the
+ * head at the moment their body starts, so they start in FIFO order
+ * however runners interleave.  A runner ends when no call is queued, or
+ * the head was made in another scope (a runner for that scope is then
+ * spawned).  A record lives until its call ends, so tasks awaiting a
+ * running call park on it too.
+ *
+ * Each runner holds its place as a holding of the limiter's sl_prim, so
+ * the deadlock walk sees it: a task awaiting a queued call while every
+ * place is held by itself or by tasks waiting on it gets an error.
  *
  * Structured concurrency: a call made inside a scope is that scope's
  * business even while it waits.  Each (limiter, scope) pair with queued
@@ -36,6 +49,7 @@ typedef struct sl_lrec {
   uint32_t next, prev;    /* in the limiter's queue (or free/dropped list) */
   uint8_t state;          /* SL_L* */
   uint8_t awaited;        /* some task is parked awaiting it */
+  uint8_t started;        /* started at once: no wait to record */
   double since;           /* when it was queued */
   sl_lscope *ls;          /* its limiter and scope */
 } sl_lrec;
@@ -49,14 +63,18 @@ struct sl_lscope {
 };
 
 struct sl_limit {
-  sl_prim prim;           /* waiters: tasks awaiting a queued call (wait.arg = slot) */
+  sl_prim prim;           /* waiters: tasks awaiting a call (wait.arg = slot);
+                             holders: the runners, one place each */
   double limit;
-  double active;          /* calls started and not yet ended */
+  double active;          /* places taken: runners */
   uint32_t head, tail;    /* the queue of pending calls */
   uint32_t dropped;       /* calls dropped by a scope, not yet reaped */
   uint32_t npending;
   sl_lscope root;         /* calls made in the root scope */
   sl_lscope *scopes;      /* other scopes with pending calls */
+  sl_lscope *started;     /* the scope for the runner about to be spawned */
+  uint32_t unbegun;       /* runners spawned whose body has not run yet:
+                             each will take the head call when it runs */
 };
 
 /* The slab: chunks of records, never moved, so a record's address is
@@ -123,7 +141,7 @@ static void sl_limit_record_wait(sl_limit *l, double since) {
   l->prim.stats.hist[b]++;
 }
 
-/* Wakes the tasks awaiting the call in slot (it started or was dropped). */
+/* Wakes the tasks awaiting the call in slot (it ended or was dropped). */
 static void sl_limit_wake_awaiters(sl_limit *l, uint32_t slot) {
   sl_queue *q, *next;
   sl_lrec *r = sl_lrec_at(slot);
@@ -216,29 +234,27 @@ static void sl_lscope_release(sl_lscope *ls) {
   free(ls);
 }
 
-/* Moves the fresh task t from the scope it was spawned in to s. */
-static void sl_task_move(sl_task *t, sl_scope *s) {
-  sl_scope *from = t->scope;
-  if (from == s) return;
-  sl_queue_remove(&t->member);
-  from->nlive--;   /* the spawner still runs in it: never the last one */
-  sl_scope_add(s, t);
-}
-
 /* ---- the limiter ---- */
+
+/* A runner ended still holding its place (a bug the runtime reports):
+ * the place is freed; queued calls start at the next dispatch. */
+static void sl_limit_give(sl_prim *p, double n) {
+  ((sl_limit *)p)->active -= n;
+}
 
 sl_limit *sl_limit_new(double concurrency) {
   sl_limit *l = calloc(1, sizeof *l);
   if (!l) return NULL;
   sl_prim_init(&l->prim, "limit");
+  l->prim.give = sl_limit_give;
   l->limit = concurrency;
   l->root.lim = l;
   sl_lbytes += sizeof *l;
   return l;
 }
 
-/* Pending calls keep a running call (and so the limiter) alive, so only
- * the end of the Lua state frees a limiter that still has some. */
+/* Runners keep their limiter alive and queued calls need a runner, so
+ * only the end of the Lua state frees a limiter that still has some. */
 void sl_limit_free(sl_limit *l) {
   uint32_t slot;
   if (!l) return;
@@ -251,15 +267,18 @@ void sl_limit_free(sl_limit *l) {
 
 sl_prim *sl_limit_prim(sl_limit *l) { return &l->prim; }
 
-int sl_limit_enter(sl_limit *l) {
-  if (l->active >= l->limit || l->head) return 0;
+/* Reserves a place for one more runner if a queued call has none coming
+ * (a place is free, and more calls wait than runners are about to begin):
+ * returns 1, and the runner spawned next goes into the head call's scope. */
+static int sl_limit_reserve(sl_limit *l) {
+  if (!l->head || l->active >= l->limit || l->unbegun >= l->npending) return 0;
   l->active++;
-  l->prim.stats.acquired++;
-  l->prim.stats.hist[0]++;
+  l->unbegun++;
+  l->started = sl_lrec_at(l->head)->ls;
   return 1;
 }
 
-int sl_limit_queue(sl_limit *l) {
+int sl_limit_submit(sl_limit *l) {
   sl_task *t = sl_running_task();
   sl_lscope *ls;
   sl_lrec *r;
@@ -274,55 +293,107 @@ int sl_limit_queue(sl_limit *l) {
   r = sl_lrec_at(slot);
   r->state = SL_LPENDING;
   r->awaited = 0;
+  r->started = (uint8_t)(l->active < l->limit && l->unbegun >= l->npending);
   r->since = t->sched->virtual_clock ? t->sched->vnow : sl_now(t->sched);
   r->ls = ls;
+  ls->npending++;
   r->next = 0;
   r->prev = l->tail;
   if (l->tail) sl_lrec_at(l->tail)->next = slot; else l->head = slot;
   l->tail = slot;
   l->npending++;
-  ls->npending++;
-  return (int)slot;
+  return (int)(slot << 1 | sl_limit_reserve(l));
 }
 
-uint32_t sl_limit_next(sl_limit *l) {
+int sl_limit_next(sl_limit *l) { return sl_limit_reserve(l); }
+
+/* Moves the fresh task t from the scope it was spawned in to s. */
+static void sl_task_move(sl_task *t, sl_scope *s) {
+  sl_scope *from = t->scope;
+  if (from == s) return;
+  sl_queue_remove(&t->member);
+  from->nlive--;   /* the spawner still runs in it: never the last one */
+  sl_scope_add(s, t);
+}
+
+void sl_limit_adopt(sl_limit *l, void *task) {
+  sl_task *t = task;
+  sl_lscope *ls = l->started;
+  t->shield++;   /* sl_limit_begin takes it back: the body must run */
+  sl_task_move(t, ls->scope ? ls->scope : &t->sched->root);
+  (void)sl_hold_add(&l->prim, t, 1);   /* out of memory: no deadlock check */
+  l->started = NULL;
+}
+
+/* The running runner gives its place back. */
+static void sl_limit_leave(sl_limit *l) {
+  sl_task *t = sl_running_task();
+  l->active--;
+  if (t) (void)sl_hold_sub(&l->prim, t, 1);
+}
+
+/* Does t hold anything but its place in l? */
+static int sl_holds_other(const sl_task *t, const sl_prim *p) {
+  const sl_queue *q = sl_queue_head(&t->held);
+  if (sl_queue_empty(&t->held)) return 0;
+  return q->next != &t->held || sl_queue_data(q, sl_hold, in_task)->prim != p;
+}
+
+/* The running runner t, holding a place, takes the head call: its slot,
+ * now running; or 0, and the place is given back.  It goes on only as a
+ * task of its own would have started anyway: within the limit, not
+ * cancelled, holding nothing a call left behind (the task then ends and
+ * the runtime reports it), and in the head call's scope. */
+static uint32_t sl_limit_take(sl_limit *l, sl_task *t) {
   uint32_t slot = l->head;
   sl_lrec *r;
-  if (!slot || l->active >= l->limit) return 0;
+  sl_lscope *ls;
+  if (!t || !slot || l->active > l->limit || t->cancelled || sl_holds_other(t, &l->prim)) {
+    sl_limit_leave(l);
+    return 0;
+  }
   r = sl_lrec_at(slot);
+  ls = r->ls;
+  if ((ls->scope ? ls->scope : &t->sched->root) != t->scope) {
+    sl_limit_leave(l);
+    return 0;
+  }
   sl_lrec_unlink(l, slot);
-  r->state = SL_LSTARTING;
-  l->active++;
+  r->state = SL_LRUNNING;
+  r->ls = &l->root;   /* ls may be freed below; the root lives with l */
   l->prim.stats.acquired++;
-  l->prim.stats.waited++;
-  sl_limit_record_wait(l, r->since);
+  if (r->started) {
+    l->prim.stats.hist[0]++;
+  } else {
+    l->prim.stats.waited++;
+    sl_limit_record_wait(l, r->since);
+  }
+  ls->npending--;
+  sl_lscope_release(ls);   /* t is in the scope: it cannot end yet */
   return slot;
 }
 
-void sl_limit_adopt(sl_limit *l, void *task, uint32_t slot) {
-  sl_task *t = task;
-  sl_lrec *r;
-  sl_lscope *ls;
-  t->shield++;   /* sl_limit_begin takes it back: the body must run */
-  if (!slot) return;
-  r = sl_lrec_at(slot);
-  ls = r->ls;
-  sl_task_move(t, ls->scope ? ls->scope : &t->sched->root);
-  ls->npending--;
-  sl_lscope_release(ls);
+uint32_t sl_limit_begin(sl_limit *l) {
+  sl_task *t = sl_running_task();
+  l->unbegun--;
+  if (t) t->shield--;
+  return sl_limit_take(l, t);
+}
+
+/* The call in slot ended: its awaiters wake, its record is freed. */
+static void sl_limit_end_call(sl_limit *l, uint32_t slot) {
   sl_limit_wake_awaiters(l, slot);
   sl_lrec_free(slot);
 }
 
-int sl_limit_begin(void) {
-  sl_task *t = sl_running_task();
-  if (!t) return 0;
-  t->shield--;
-  return t->cancelled && !t->shield;
+uint32_t sl_limit_continue(sl_limit *l, uint32_t slot) {
+  sl_limit_end_call(l, slot);
+  return sl_limit_take(l, sl_running_task());
 }
 
-void sl_limit_leave(sl_limit *l) {
-  l->active--;
+void sl_limit_fail(sl_limit *l, uint32_t slot) {
+  sl_limit_end_call(l, slot);
+  sl_limit_leave(l);
 }
 
 /* Ends a pending call as if it had never queued (but counted). */
@@ -375,6 +446,8 @@ int sl_limit_state(uint32_t slot) {
   return sl_lrec_at(slot)->state;
 }
 
+sl_limit *sl_limit_of(uint32_t slot) { return sl_lrec_at(slot)->ls->lim; }
+
 /* An awaiter was cancelled or timed out: it leaves the waiters. */
 static int sl_limit_unwait(sl_task *t, int why) {
   sl_limit *l = t->wait.obj;
@@ -388,22 +461,34 @@ int sl_limit_await(uint32_t slot, int can_block) {
   sl_task *t = sl_running_task();
   sl_lrec *r;
   sl_limit *l;
+  int state = sl_limit_state(slot);
   if (!t) return SL_R_NOTASK;
   if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (state != SL_LPENDING && state != SL_LRUNNING) return SL_R_OK;
   if (!can_block) return SL_R_NOBLOCK;
-  if (sl_limit_state(slot) != SL_LPENDING) return SL_R_OK;
   r = sl_lrec_at(slot);
   l = r->ls->lim;
+  /* a queued call needs a place: is every place held by tasks that wait
+   * on this one? (a running call's runner is checked by the Lua face) */
+  if (state == SL_LPENDING && sl_would_deadlock(t, &l->prim)) return SL_R_DEADLOCK;
   r->awaited = 1;
   sl_queue_insert_tail(&l->prim.waiters, &t->wait.link);
   l->prim.nwaiting++;
   sl_task_park(t, "limit", l, sl_limit_unwait);
+  t->wait.kind = SL_WAIT_PRIM;
   t->wait.arg = (intptr_t)slot;
   return SL_R_QUEUED;
 }
 
 void sl_limit_set(sl_limit *l, double concurrency) { l->limit = concurrency; }
 double sl_limit_concurrency(const sl_limit *l) { return l->limit; }
-double sl_limit_active(const sl_limit *l) { return l->active; }
-double sl_limit_pending(const sl_limit *l) { return l->npending; }
+/* Places taken: by running calls, and by runners about to begin for
+ * queued calls (not those that will find the queue empty). */
+double sl_limit_active(const sl_limit *l) {
+  return l->active - (l->unbegun > l->npending ? l->unbegun - l->npending : 0);
+}
+/* Calls queued with no runner on the way for them. */
+double sl_limit_pending(const sl_limit *l) {
+  return l->npending > l->unbegun ? l->npending - l->unbegun : 0;
+}
 double sl_limit_bytes(void) { return (double)sl_lbytes; }

@@ -97,6 +97,26 @@ static int l_scope_close(lua_State *L) {
   return 3;
 }
 
+/* core.deadline() -> the earliest deadline (on sluice.now()'s clock) of
+ * the scopes the running task is nested in, or nil.  Each scope's body
+ * runs while its owner is parked in scope_wait, so the chain of owners
+ * leads from the task's scope out to the root. */
+static int l_deadline(lua_State *L) {
+  sl_sched *S = sl_getsched(L);
+  sl_task *t = S ? S->current : NULL;
+  double best = -1;
+  int hops = 0;
+  while (t && t->scope && !t->scope->root && hops++ < 10000) {
+    sl_scope *s = t->scope;
+    if (sl_timer_armed(&s->deadline) && (best < 0 || s->deadline.deadline < best))
+      best = s->deadline.deadline;
+    t = s->owner;
+  }
+  if (best < 0) return 0;
+  lua_pushnumber(L, best);
+  return 1;
+}
+
 static int l_scope_index(lua_State *L) {
   sl_scope *s = lua_touserdata(L, 1);
   const char *k = lua_tostring(L, 2);
@@ -114,6 +134,7 @@ static const luaL_Reg sl_scope_funcs[] = {
   {"scope_new", l_scope_new}, {"scope_spawn", l_scope_spawn},
   {"scope_wait", l_scope_wait}, {"scope_cancel", l_scope_cancel},
   {"scope_arm", l_scope_arm}, {"scope_close", l_scope_close},
+  {"deadline", l_deadline},
   {NULL, NULL}
 };
 

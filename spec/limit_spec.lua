@@ -17,6 +17,27 @@ local function job(log, name, d)
   end
 end
 
+-- Runs a script in its own sluice process: exit code, stdout, stderr.
+local function run_script(text)
+  local BIN = os.getenv("SLUICE_BIN") or "build/sluice"
+  local path, out, errf = os.tmpname(), os.tmpname(), os.tmpname()
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+  local p = assert(io.popen("'" .. BIN .. "' " .. path .. " >" .. out .. " 2>" .. errf .. "; echo $?"))
+  local code = tonumber(p:read("*a"))
+  p:close()
+  local function slurp(name)
+    local h = assert(io.open(name, "rb"))
+    local s = h:read("*a")
+    h:close()
+    os.remove(name)
+    return s
+  end
+  os.remove(path)
+  return code, slurp(out), slurp(errf)
+end
+
 describe("sluice.limit", function()
   it("runs calls and returns their results through await", function()
     local lim = sluice.limit(2)
@@ -37,8 +58,9 @@ describe("sluice.limit", function()
     assert.equal(3, lim.pending_count)
     assert.equal("pending", calls[3].status)
     for i = 1, 5 do assert.equal(i, calls[i]:await()) end
-    assert.same({ "start 1", "start 2", "end 1", "end 2", "start 3", "start 4",
-      "end 3", "end 4", "start 5", "end 5" }, trace)
+    -- a place goes straight on to the next queued call
+    assert.same({ "start 1", "start 2", "end 1", "start 3", "end 2", "start 4",
+      "end 3", "start 5", "end 4", "end 5" }, trace)
     assert.equal(t0 + 3, sluice.now())
   end)
 
@@ -50,7 +72,29 @@ describe("sluice.limit", function()
     assert.same({ 3, nil, 2, nil }, { h:await() })
     gate:await()
     assert.equal("done", h.status)
-    assert.equal(h.task.id, h.id)
+    assert.is_nil(h.task)   -- it ran in the place's task, which went on
+  end)
+
+  it("runs a queued call in the task of the place that freed, which is its task meanwhile", function()
+    local lim = sluice.limit(1)
+    local seen
+    local a = lim(function() sluice.sleep(1) return sluice.current() end)
+    local b = lim(function() seen = sluice.current() sluice.sleep(1) end)
+    assert.equal("pending", b.status)
+    assert.is_nil(b.task)
+    sluice.sleep(0.5)
+    local runner = a.task
+    assert.equal("waiting", a.status)
+    assert.equal(runner.id, a.id)
+    sluice.sleep(1)
+    assert.equal(runner, seen)
+    assert.equal(runner, b.task)
+    assert.equal("waiting", b.status)
+    assert.equal(runner, a:await())
+    assert.equal("done", a.status)
+    assert.is_nil(a.task)
+    b:await()
+    assert.equal("done", runner.status)
   end)
 
   it("re-raises a call's error to its awaiter and starts the next", function()
@@ -61,6 +105,107 @@ describe("sluice.limit", function()
     assert.is_false(ok)
     assert.equal(7, err.code)
     assert.equal("b", b:await())
+  end)
+
+  it("keeps the traceback of where a call failed", function()
+    local lim = sluice.limit(1)
+    local line = debug.getinfo(1, "l").currentline + 1
+    local h = lim(function() local x = nil; return x.field end)
+    local ok = pcall(h.await, h)
+    assert.is_false(ok)
+    local _, tb = require("sluice.core").error(h.task)
+    assert.truthy(tb:find("limit_spec.lua:" .. line .. ":", 1, true), tb)
+  end)
+
+  it("goes on with the next call in a new place's task after a failure", function()
+    local lim = sluice.limit(1)
+    local a = lim(function() error("boom") end)
+    local seen
+    local b = lim(function() seen = sluice.current() return "b" end)
+    assert.equal("b", b:await())
+    local ok, err = pcall(a.await, a)
+    assert.is_false(ok)
+    assert.truthy(err:find("boom", 1, true))
+    assert.equal("failed", a.status)
+    assert.not_equal(a.task, seen)
+  end)
+
+  it("a call that swallows its cancellation ends done, and the next call runs uncancelled", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(1)
+    local a = lim(function()
+      local ok, err = pcall(sluice.sleep, 10)
+      log("a caught " .. err.kind)
+      return "a"
+    end)
+    local b = lim(function() sluice.sleep(1) log("b slept") return "b" end)
+    sluice.sleep(1)
+    assert.is_true(a:cancel())
+    assert.equal("a", a:await())
+    assert.equal("done", a.status)
+    assert.equal("b", b:await())
+    assert.same({ "a caught cancelled", "b slept" }, trace)
+  end)
+
+  it("a call that returns still holding a permit is reported and the permit released", function()
+    local code, out, err = run_script([[
+local sluice = require "sluice"
+local lim = sluice.limit(1)
+local sem = sluice.semaphore(1)
+local a = lim(function() sem:acquire() return "a" end)
+local b = lim(function() return sem:acquire(0) end)
+print(a:await(), b:await(), sem.available)
+]])
+    assert.equal(1, code)   -- a bug was reported
+    assert.equal("a\ttrue\t1\n", out)
+    assert.equal("sluice: task #2 ended while holding a semaphore (1 held); released\n" ..
+      "sluice: task #3 ended while holding a semaphore (1 held); released\n", err)
+  end)
+
+  it("awaiting a queued call from the only place raises a deadlock error", function()
+    local lim = sluice.limit(1)
+    local inner
+    local outer = lim(function()
+      inner = lim(function() return "inner" end)
+      return inner:await()
+    end)
+    local ok, err = pcall(outer.await, outer)
+    assert.is_false(ok)
+    assert.equal("deadlock", err.kind)
+    assert.truthy(err.message:find("^task:await: deadlock: every place is held by this task"), err.message)
+    assert.equal("inner", inner:await())
+  end)
+
+  it("a call awaiting its own handle raises a deadlock error", function()
+    local lim = sluice.limit(2)
+    local h
+    h = lim(function() sluice.yield() return h:await() end)
+    local ok, err = pcall(h.await, h)
+    assert.is_false(ok)
+    assert.equal("deadlock", err.kind)
+    assert.equal("task:await: deadlock: a limited call awaits itself", err.message)
+  end)
+
+  it("runs calls from two scopes each in a task of its own scope, in FIFO order", function()
+    local trace, log = tracer()
+    local lim = sluice.limit(1)
+    local gate = lim(function() sluice.sleep(1) end)
+    local scopes = {}
+    local s1 = sluice.spawn(function()
+      sluice.scope(function(s)
+        for i = 1, 2 do lim(function() log("s1 call " .. i) scopes[#scopes + 1] = sluice.current() end) end
+      end)
+    end)
+    local s2 = sluice.spawn(function()
+      sluice.scope(function(s)
+        for i = 1, 2 do lim(function() log("s2 call " .. i) scopes[#scopes + 1] = sluice.current() end) end
+      end)
+    end)
+    s1:await(); s2:await(); gate:await()
+    assert.same({ "s1 call 1", "s1 call 2", "s2 call 1", "s2 call 2" }, trace)
+    assert.equal(scopes[1], scopes[2])
+    assert.not_equal(scopes[2], scopes[3])
+    assert.equal(scopes[3], scopes[4])
   end)
 
   it("cancelling a queued call removes it as if never queued", function()
@@ -139,7 +284,7 @@ describe("sluice.limit", function()
     assert.equal(3, lim.active_count)
     assert.equal(1, lim.pending_count)
     for i = 1, 4 do cs[i]:await() end
-    assert.same({ "start 1", "start 2", "start 3", "end 1", "end 2", "end 3", "start 4", "end 4" }, trace)
+    assert.same({ "start 1", "start 2", "start 3", "end 1", "start 4", "end 2", "end 3", "end 4" }, trace)
   end)
 
   it("shrinking lets running calls finish and starts none until under the limit", function()

@@ -51,7 +51,7 @@ static int woken(int i, int wake) {
 static int parked(int i) { return T[i].status == SL_WAITING; }
 
 /* Fires the earliest timer after moving the clock to it. */
-static void fire_next_timer(void) {
+static inline void fire_next_timer(void) {
   sl_timer *m = sl_heap_min(&S.timers);
   if (!m) return;
   if (m->deadline > S.vnow) S.vnow = m->deadline;

@@ -132,16 +132,29 @@ M.Error = Error
 local tracebacks = setmetatable({}, { __mode = "k" })
 debug.getregistry()["sluice.tracebacks"] = tracebacks
 
+-- A coroutine whose traceback was taken where the error happened, about
+-- to re-raise that error from a frame of sluice's own (weak keys).
+local kept = setmetatable({}, { __mode = "k" })
+
 local function on_error(e)
+  local co = co_running()
+  if kept[co] then
+    kept[co] = nil
+    return e
+  end
   if not is_cancel(e) then
     -- (a nil message would be returned as is: traceback("") starts "\n")
     local tb = traceback("", 2):sub(2)
     -- the runtime's own frames below the task body are noise
     tb = tb:gsub("\n\t%[builtin#%d+%]: at 0x%x+$", ""):gsub("\n\t%[sluice%]:%d+: in main chunk", "")
-    tracebacks[co_running()] = tb
+    tracebacks[co] = tb
   end
   return e
 end
+
+-- The running task re-raises an error caught with xpcall(f, on_error):
+-- keep the traceback taken where it happened.
+local function keep_traceback() kept[co_running()] = true end
 
 -- The scheduler runs each body as xpcall(fn, on_error, ...).
 debug.getregistry()["sluice.entry"] = on_error
@@ -510,6 +523,7 @@ local internal = {
   raise_cancelled = raise_cancelled, check_duration = check_duration,
   check_function = check_function, blocked = blocked, PARK = PARK,
   co_yield = co_yield, co_isyieldable = co_isyieldable, pack = pack,
+  deadline = core.deadline, on_error = on_error, keep_traceback = keep_traceback,
 }
 require("sluice.semaphore")(M, internal)
 require("sluice.weighted")(M, internal)

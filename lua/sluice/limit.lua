@@ -1,40 +1,53 @@
 -- sluice.limit(n), sluice.map(list, fn, opts): the Lua face of lib/sl_limit.c.
 --
 -- A limiter is the C struct itself (an FFI cdata with a finaliser), and
--- callable: lim(fn, ...) starts fn(...) as a task at once if a place is
--- free (and returns that task), else queues the call and returns a
--- handle.  A queued call is no task yet: a 32-byte record in C plus, here,
--- the function (or a packed {fn, args...}) and the handle in two arrays
--- indexed by the record's slot.  The handle is a 4-byte cdata that acts
--- as a task (await, cancel, result, status) and forwards to the real task
--- once the call has started.
+-- callable: lim(fn, ...) returns a handle, a 4-byte cdata that acts as a
+-- task (await, cancel, result, status).  The call itself is a slot: a
+-- 32-byte record in C plus, here, the function (and its argument, or a
+-- packed {fn, args...}) and the handle in arrays indexed by the slot.
 --
--- A started call's task runs `run`, which tells C when fn has ended so
--- that the next queued call starts (in the scope it was made in).
+-- Calls run in runners: a runner is a task holding one place, which runs
+-- its first call and then, as long as C hands it the next queued call
+-- (sl_limit_continue), the following ones, without going back through
+-- the scheduler.  So a call costs no task and no coroutine of its own;
+-- 100 places cost 100 tasks however many calls pass through them.  A
+-- call's results go to the handle (weak tables keyed by it); a call that
+-- fails ends its runner with the error, which the handle then answers
+-- with, as a task would.  Inside a call, sluice.current() is the runner,
+-- and cancelling a running call cancels its runner.
 local ffi = require "ffi"
+local bit = require "bit"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
 
 local C, fail = sffi.C, sffi.fail
-local type, select, error, pcall, tostring, setmetatable, unpack =
-      type, select, error, pcall, tostring, setmetatable, unpack
+local type, select, error, xpcall, tostring, setmetatable, unpack =
+      type, select, error, xpcall, tostring, setmetatable, unpack
 local floor, huge, fmt, max, min = math.floor, math.huge, string.format, math.max, math.min
-local c_spawn = core.spawn
+local rshift, band = bit.rshift, bit.band
+local c_spawn, c_current = core.spawn, core.current
 
-local PENDING, DROPPED = 1, 2
+local PENDING, DROPPED, RUNNING = 1, 2, 3
+local weak = { __mode = "k" }
 
 return function(M, I)
   local raise, describe, raise_cancelled, new_error = I.raise, I.describe, I.raise_cancelled, I.new_error
   local co_yield, co_isyieldable, PARK, pack = I.co_yield, I.co_isyieldable, I.PARK, I.pack
+  local on_error, keep_traceback = I.on_error, I.keep_traceback
 
   local limit_t = ffi.typeof("sl_limit")
   local lcall_t = ffi.typeof("sl_lcall")
 
-  -- Queued calls by slot: the function or {n=, fn, args...}, and the handle.
-  local calls, handles = {}, {}
-  -- What became of a handle's call: its task, or the error it ended with.
-  local task_of = setmetatable({}, { __mode = "k" })
-  local dropped = setmetatable({}, { __mode = "k" })
+  -- Unfinished calls by slot: the function (or {n=, fn, args...}), its
+  -- one argument, the handle; and the runner of a running call.
+  local calls, args, handles, running = {}, {}, {}, {}
+  -- What became of a finished call, by handle: its one result, its
+  -- results packed, the runner it failed (or was cancelled) in, or the
+  -- error it was dropped with before it started.
+  local result1 = setmetatable({}, weak)
+  local results = setmetatable({}, weak)
+  local task_of = setmetatable({}, weak)
+  local dropped = setmetatable({}, weak)
 
   local function cancel_error(reason, level)
     local e = new_error("cancelled", reason ~= nil and "cancelled: " .. tostring(reason) or "cancelled",
@@ -44,7 +57,7 @@ return function(M, I)
   end
 
   local function forget(slot, h, err)
-    calls[slot], handles[slot] = nil, nil
+    calls[slot], args[slot], handles[slot] = nil, nil, nil
     dropped[h] = err
   end
 
@@ -57,104 +70,148 @@ return function(M, I)
     end
   end
 
-  local dispatch
+  local runner
 
-  local function finish(lim, ok, ...)
-    C.sl_limit_leave(lim)
-    dispatch(lim)
-    if not ok then error((...), 0) end
-    return ...
-  end
-
-  -- The body of every started call's task.
-  local function run(lim, fn, ...)
-    if C.sl_limit_begin() ~= 0 then   -- cancelled before it ran
-      C.sl_limit_leave(lim)
-      dispatch(lim)
-      raise_cancelled(2)
-    end
-    return finish(lim, pcall(fn, ...))
-  end
-
-  -- Starts queued calls while places are free.
-  function dispatch(lim)
-    local slot = C.sl_limit_next(lim)
-    while slot ~= 0 do
-      local c, h = calls[slot], handles[slot]
-      calls[slot], handles[slot] = nil, nil
-      local t
-      if type(c) == "function" then t = c_spawn(run, lim, c)
-      else t = c_spawn(run, lim, unpack(c, 1, c.n)) end
-      task_of[h] = t
-      C.sl_limit_adopt(lim, t, slot)
-      slot = C.sl_limit_next(lim)
+  -- Spawns runners for the places C reserves for queued calls.
+  local function dispatch(lim)
+    while C.sl_limit_next(lim) ~= 0 do
+      C.sl_limit_adopt(lim, c_spawn(runner, lim))
     end
     if C.sl_limit_pending(lim) == 0 then reap(lim) end
   end
 
-  -- lim(fn, ...) -> task (started at once) or handle (queued)
+  -- A runner's loop is two functions tail-calling each other, so that
+  -- the JIT compiles it: run_call starts the call in slot, ended takes
+  -- its outcome (xpcall's answer) and goes on with the next call.
+  local ended
+
+  local function run_call(lim, me, slot)
+    local c, a, h = calls[slot], args[slot], handles[slot]
+    calls[slot], args[slot], handles[slot] = nil, nil, nil
+    running[slot] = me
+    if type(c) == "function" then
+      if a == nil then return ended(lim, me, slot, h, xpcall(c, on_error)) end
+      return ended(lim, me, slot, h, xpcall(c, on_error, a))
+    end
+    return ended(lim, me, slot, h, xpcall(c[1], on_error, unpack(c, 2, c.n)))
+  end
+
+  function ended(lim, me, slot, h, ok, ...)
+    running[slot] = nil
+    if not ok then
+      task_of[h] = me
+      C.sl_limit_fail(lim, slot)
+      dispatch(lim)
+      keep_traceback()   -- the runner ends with the call's own traceback
+      error((...), 0)
+    end
+    local v = ...
+    if v ~= nil and select("#", ...) == 1 then result1[h] = v else results[h] = pack(...) end
+    slot = C.sl_limit_continue(lim, slot)
+    if slot == 0 then return dispatch(lim) end
+    return run_call(lim, me, slot)
+  end
+
+  -- The body of a runner: calls, one after another, from the head on.
+  function runner(lim)
+    local slot = C.sl_limit_begin(lim)
+    if slot == 0 then return dispatch(lim) end
+    return run_call(lim, c_current(), slot)
+  end
+
+  -- lim(fn, ...) -> handle
   local function call(lim, fn, ...)
     if type(fn) ~= "function" then
       raise("invalid", "limit: fn must be a function (got " .. describe(fn) .. ")", 2)
     end
-    if C.sl_limit_enter(lim) ~= 0 then
-      local t = c_spawn(run, lim, fn, ...)
-      C.sl_limit_adopt(lim, t, 0)
-      return t
-    end
-    local slot = C.sl_limit_queue(lim)
-    if slot <= 0 then
-      if slot == -2 then   -- the caller's scope is cancelled: never starts
+    local r = C.sl_limit_submit(lim)
+    if r <= 0 then
+      if r == -2 then   -- the caller's scope is cancelled: never starts
         local h = lcall_t(0)
         dropped[h] = cancel_error(nil, 2)
         return h
       end
-      if slot == -1 then fail(I, slot, "limit") end
+      if r == -1 then fail(I, r, "limit") end
       raise("invalid", "limit: out of memory", 2)
     end
+    local slot = rshift(r, 1)
     local h = lcall_t(slot)
     handles[slot] = h
-    if select("#", ...) == 0 then calls[slot] = fn else calls[slot] = pack(fn, ...) end
+    local n = select("#", ...)
+    if n == 0 then
+      calls[slot] = fn
+    elseif n == 1 and (...) ~= nil then
+      calls[slot], args[slot] = fn, ...
+    else
+      calls[slot] = pack(fn, ...)
+    end
+    if band(r, 1) == 1 then C.sl_limit_adopt(lim, c_spawn(runner, lim)) end
     return h
   end
 
   ---------------------------------------------------------------- handles
 
-  -- The handle's task, or nil and its error, or nil, nil while queued.
+  -- What h's call is now: "done", "task" (its runner ended: ask it),
+  -- "dropped" (with the error), "pending" or "running" (with the runner).
   local function resolve(h)
+    if result1[h] ~= nil or results[h] then return "done" end
     local t = task_of[h]
-    if t then return t end
+    if t then return "task", t end
     local e = dropped[h]
-    if e then return nil, e end
+    if e then return "dropped", e end
     local slot = h.slot
-    if handles[slot] == h and C.sl_limit_state(slot) == PENDING then return nil, nil end
-    -- dropped by its scope's cancellation (or its limiter is gone)
+    local state = C.sl_limit_state(slot)
+    if state == PENDING and handles[slot] == h then return "pending" end
+    if state == RUNNING then return "running", running[slot] end
+    -- dropped by its scope's cancellation, not yet reaped
     if handles[slot] == h then C.sl_limit_drop(slot) end
     e = cancel_error(nil, 3)
     forget(slot, h, e)
-    return nil, e
+    return "dropped", e
+  end
+
+  local function done_results(h)
+    local v = result1[h]
+    if v ~= nil then return v end
+    local p = results[h]
+    return unpack(p, 1, p.n)
   end
 
   local hmethods = {}
 
-  function hmethods.await(h)
+  -- Waits for h's call to end, then answers as await.
+  local function await_slow(h)
     while true do
-      local t, e = resolve(h)
-      if t then return t:await() end
-      if e then error(e, 0) end
+      local what, x = resolve(h)
+      if what == "done" then return done_results(h) end
+      if what == "task" then return x:await() end
+      if what == "dropped" then error(x, 0) end
+      if x == c_current() then
+        raise("deadlock", "task:await: deadlock: a limited call awaits itself", 3)
+      end
       local r = C.sl_limit_await(h.slot, co_isyieldable() and 1 or 0)
       if r == 0 then
-        if co_yield(PARK) ~= 0 then raise_cancelled(2) end
+        if co_yield(PARK) ~= 0 then raise_cancelled(3) end
+      elseif r == -4 then
+        local lim = C.sl_limit_of(h.slot)
+        I.holding.raise_deadlock("task:await", lim, C.sl_limit_prim(lim), "place", 3)
       elseif r ~= 1 then
-        fail(I, r, "task:await")
+        fail(I, r, "task:await", nil, 2)
       end
     end
   end
 
+  function hmethods.await(h)
+    local v = result1[h]
+    if v ~= nil then return v end
+    return await_slow(h)
+  end
+
   function hmethods.cancel(h, reason)
-    local t, e = resolve(h)
-    if t then return t:cancel(reason) end
-    if e then return false end
+    local what, x = resolve(h)
+    if what == "task" then return x:cancel(reason) end
+    if what == "running" then return x:cancel(reason) end
+    if what ~= "pending" then return false end
     local slot = h.slot
     C.sl_limit_drop(slot)
     forget(slot, h, cancel_error(reason, 2))
@@ -162,17 +219,24 @@ return function(M, I)
   end
 
   function hmethods.result(h)
-    local t, e = resolve(h)
-    if t then return t:result() end
-    if e then return false, e end
+    local what, x = resolve(h)
+    if what == "done" then return true, done_results(h) end
+    if what == "task" then return x:result() end
+    if what == "dropped" then return false, x end
   end
 
   local hgetters = {
-    status = function(h, t, e) return t and t.status or (e and "cancelled" or "pending") end,
-    task = function(h, t) return t end,
-    cancelled = function(h, t, e) if t then return t.cancelled end return e ~= nil end,
-    id = function(h, t) return t and t.id end,
-    name = function(h, t) return t and t.name end,
+    status = function(what, x)
+      if what == "task" or what == "running" then return x.status end
+      return what == "dropped" and "cancelled" or what
+    end,
+    task = function(what, x) if what == "task" or what == "running" then return x end end,
+    cancelled = function(what, x)
+      if what == "task" or what == "running" then return x.cancelled end
+      return what == "dropped"
+    end,
+    id = function(what, x) if what == "task" or what == "running" then return x.id end end,
+    name = function(what, x) if what == "task" or what == "running" then return x.name end end,
   }
 
   ffi.metatype("sl_lcall", {
@@ -180,12 +244,10 @@ return function(M, I)
       local m = hmethods[k]
       if m then return m end
       local g = hgetters[k]
-      if g then return g(h, resolve(h)) end
+      if g then return g(resolve(h)) end
     end,
     __tostring = function(h)
-      local t, e = resolve(h)
-      if t then return tostring(t) end
-      return e and "limited call (cancelled)" or "limited call (pending)"
+      return "limited call (" .. hgetters.status(resolve(h)) .. ")"
     end,
   })
 
