@@ -102,7 +102,7 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->virtual_clock = (uint8_t)(virtual_clock != 0);
   S->closing = 0;
   S->ref_task_mt = S->ref_failed_mt = S->ref_noenv = S->ref_unobserved = LUA_NOREF;
-  S->ref_entry = S->ref_scope_mt = S->ref_pool = LUA_NOREF;
+  S->ref_entry = S->ref_xpcall = S->ref_scope_mt = S->ref_pool = LUA_NOREF;
   S->npool = 0;
   S->on_main_done = S->on_unhandled = NULL;
   S->on_report = NULL;

@@ -123,6 +123,7 @@ struct sl_sched {
   int ref_noenv;
   int ref_unobserved;
   int ref_entry;
+  int ref_xpcall;         /* the builtin xpcall, looked up once */
   int ref_scope_mt;
   int ref_pool;           /* table of finished coroutines kept for reuse */
   int npool;

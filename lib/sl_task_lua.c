@@ -36,6 +36,7 @@ void sl_setsched(lua_State *L, sl_sched *S) {
     S->ref_noenv = old->ref_noenv;
     S->ref_unobserved = old->ref_unobserved;
     S->ref_entry = old->ref_entry;
+    S->ref_xpcall = old->ref_xpcall;
     S->ref_scope_mt = old->ref_scope_mt;
   }
   lua_pushlightuserdata(L, &sl_sched_key);
@@ -136,10 +137,12 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   if (S->ref_entry == LUA_NOREF) {
     lua_getfield(L, LUA_REGISTRYINDEX, SL_ENTRY);
     S->ref_entry = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+    lua_getfield(L, LUA_REGISTRYINDEX, SL_XPCALL);
+    S->ref_xpcall = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   wrapped = S->ref_entry != LUA_NOREF;
   if (wrapped) {
-    lua_getfield(L, LUA_REGISTRYINDEX, SL_XPCALL);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_xpcall);
     lua_pushvalue(L, idx);
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_entry);
     lua_xmove(L, co, 3);
