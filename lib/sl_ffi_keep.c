@@ -10,11 +10,17 @@
 #include "sl_ffi_wsem.h"
 #include "sl_ffi_psem.h"
 #include "sl_ffi_limit.h"
+#include "sl_ffi_bucket.h"
+#include "sl_ffi_chan.h"
+#include "sl_ffi_jobq.h"
 
 void *const sl_ffi_keep[] = {
   SL_FFI_CORE_FUNCS
   SL_FFI_WSEM_FUNCS
   SL_FFI_PSEM_FUNCS
   SL_FFI_LIMIT_FUNCS
+  SL_FFI_BUCKET_FUNCS
+  SL_FFI_CHAN_FUNCS
+  SL_FFI_JOBQ_FUNCS
   NULL
 };

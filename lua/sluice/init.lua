@@ -529,5 +529,25 @@ require("sluice.semaphore")(M, internal)
 require("sluice.weighted")(M, internal)
 require("sluice.priority")(M, internal)
 require("sluice.limit")(M, internal)
+require("sluice.bucket")(M, internal)
+require("sluice.channel")(M, internal)
+require("sluice.resilience")(M, internal)
+require("sluice.plan")(M, internal)
+require("sluice.cache")(M, internal)
+require("sluice.adaptive")(M, internal)
+require("sluice.queue")(M, internal)
+
+-- Submodules for I/O load on first use: sluice.redis, ...
+local submodules = { redis = "sluice.redis" }
+setmetatable(M, {
+  __index = function(t, k)
+    local name = submodules[k]
+    if name == nil then return nil end
+    local m = require(name)
+    if type(m) == "function" then m = m(M, internal) end
+    rawset(t, k, m)
+    return m
+  end,
+})
 
 return M
