@@ -19,47 +19,29 @@ local ffi = require "ffi"
 local bit = require "bit"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
+local call_handles = require "sluice.handles"
 
 local C, fail = sffi.C, sffi.fail
-local type, select, error, xpcall, tostring, setmetatable, unpack =
-      type, select, error, xpcall, tostring, setmetatable, unpack
+local type, select, error, xpcall, tostring, unpack = type, select, error, xpcall, tostring, unpack
 local floor, huge, fmt, max, min = math.floor, math.huge, string.format, math.max, math.min
 local rshift, band = bit.rshift, bit.band
 local c_spawn, c_current = core.spawn, core.current
 
-local PENDING, DROPPED, RUNNING = 1, 2, 3
-local weak = { __mode = "k" }
-
 return function(M, I)
-  local raise, describe, raise_cancelled, new_error = I.raise, I.describe, I.raise_cancelled, I.new_error
-  local co_yield, co_isyieldable, PARK, pack = I.co_yield, I.co_isyieldable, I.PARK, I.pack
+  local raise, describe = I.raise, I.describe
+  local co_isyieldable, pack = I.co_isyieldable, I.pack
   local on_error, keep_traceback = I.on_error, I.keep_traceback
 
   local limit_t = ffi.typeof("sl_limit")
   local lcall_t = ffi.typeof("sl_lcall")
 
-  -- Unfinished calls by slot: the function (or {n=, fn, args...}), its
-  -- one argument, the handle; and the runner of a running call.
-  local calls, args, handles, running = {}, {}, {}, {}
-  -- What became of a finished call, by handle: its one result, its
-  -- results packed, the runner it failed (or was cancelled) in, or the
-  -- error it was dropped with before it started.
-  local result1 = setmetatable({}, weak)
-  local results = setmetatable({}, weak)
-  local task_of = setmetatable({}, weak)
-  local dropped = setmetatable({}, weak)
-
-  local function cancel_error(reason, level)
-    local e = new_error("cancelled", reason ~= nil and "cancelled: " .. tostring(reason) or "cancelled",
-      (level or 1) + 1)
-    e.reason = reason
-    return e
-  end
-
-  local function forget(slot, h, err)
-    calls[slot], args[slot], handles[slot] = nil, nil, nil
-    dropped[h] = err
-  end
+  local H = call_handles(I, {
+    ctype = "sl_lcall", label = "limited call", state = C.sl_limit_state, await = C.sl_limit_await,
+    drop = C.sl_limit_drop, of = C.sl_limit_of, prim = C.sl_limit_prim,
+  })
+  local calls, args, handles, running = H.calls, H.args, H.handles, H.running
+  local result1, results, task_of, dropped = H.result1, H.results, H.task_of, H.dropped
+  local forget, cancel_error = H.forget, H.cancel_error
 
   -- Calls C dropped because their scope was cancelled.
   local function reap(lim)
@@ -136,120 +118,10 @@ return function(M, I)
     end
     local slot = rshift(r, 1)
     local h = lcall_t(slot)
-    handles[slot] = h
-    local n = select("#", ...)
-    if n == 0 then
-      calls[slot] = fn
-    elseif n == 1 and (...) ~= nil then
-      calls[slot], args[slot] = fn, ...
-    else
-      calls[slot] = pack(fn, ...)
-    end
+    H.store(slot, h, nil, fn, ...)
     if band(r, 1) == 1 then C.sl_limit_adopt(lim, c_spawn(runner, lim)) end
     return h
   end
-
-  ---------------------------------------------------------------- handles
-
-  -- What h's call is now: "done", "task" (its runner ended: ask it),
-  -- "dropped" (with the error), "pending" or "running" (with the runner).
-  local function resolve(h)
-    if result1[h] ~= nil or results[h] then return "done" end
-    local t = task_of[h]
-    if t then return "task", t end
-    local e = dropped[h]
-    if e then return "dropped", e end
-    local slot = h.slot
-    local state = C.sl_limit_state(slot)
-    if state == PENDING and handles[slot] == h then return "pending" end
-    if state == RUNNING then return "running", running[slot] end
-    -- dropped by its scope's cancellation, not yet reaped
-    if handles[slot] == h then C.sl_limit_drop(slot) end
-    e = cancel_error(nil, 3)
-    forget(slot, h, e)
-    return "dropped", e
-  end
-
-  local function done_results(h)
-    local v = result1[h]
-    if v ~= nil then return v end
-    local p = results[h]
-    return unpack(p, 1, p.n)
-  end
-
-  local hmethods = {}
-
-  -- Waits for h's call to end, then answers as await.
-  local function await_slow(h)
-    while true do
-      local what, x = resolve(h)
-      if what == "done" then return done_results(h) end
-      if what == "task" then return x:await() end
-      if what == "dropped" then error(x, 0) end
-      if x == c_current() then
-        raise("deadlock", "task:await: deadlock: a limited call awaits itself", 3)
-      end
-      local r = C.sl_limit_await(h.slot, co_isyieldable() and 1 or 0)
-      if r == 0 then
-        if co_yield(PARK) ~= 0 then raise_cancelled(3) end
-      elseif r == -4 then
-        local lim = C.sl_limit_of(h.slot)
-        I.holding.raise_deadlock("task:await", lim, C.sl_limit_prim(lim), "place", 3)
-      elseif r ~= 1 then
-        fail(I, r, "task:await", nil, 2)
-      end
-    end
-  end
-
-  function hmethods.await(h)
-    local v = result1[h]
-    if v ~= nil then return v end
-    return await_slow(h)
-  end
-
-  function hmethods.cancel(h, reason)
-    local what, x = resolve(h)
-    if what == "task" then return x:cancel(reason) end
-    if what == "running" then return x:cancel(reason) end
-    if what ~= "pending" then return false end
-    local slot = h.slot
-    C.sl_limit_drop(slot)
-    forget(slot, h, cancel_error(reason, 2))
-    return true
-  end
-
-  function hmethods.result(h)
-    local what, x = resolve(h)
-    if what == "done" then return true, done_results(h) end
-    if what == "task" then return x:result() end
-    if what == "dropped" then return false, x end
-  end
-
-  local hgetters = {
-    status = function(what, x)
-      if what == "task" or what == "running" then return x.status end
-      return what == "dropped" and "cancelled" or what
-    end,
-    task = function(what, x) if what == "task" or what == "running" then return x end end,
-    cancelled = function(what, x)
-      if what == "task" or what == "running" then return x.cancelled end
-      return what == "dropped"
-    end,
-    id = function(what, x) if what == "task" or what == "running" then return x.id end end,
-    name = function(what, x) if what == "task" or what == "running" then return x.name end end,
-  }
-
-  ffi.metatype("sl_lcall", {
-    __index = function(h, k)
-      local m = hmethods[k]
-      if m then return m end
-      local g = hgetters[k]
-      if g then return g(resolve(h)) end
-    end,
-    __tostring = function(h)
-      return "limited call (" .. hgetters.status(resolve(h)) .. ")"
-    end,
-  })
 
   ---------------------------------------------------------------- limiters
 

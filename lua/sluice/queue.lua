@@ -21,6 +21,7 @@ local ffi = require "ffi"
 local bit = require "bit"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
+local call_handles = require "sluice.handles"
 
 local C, fail = sffi.C, sffi.fail
 local type, select, error, xpcall, tostring, setmetatable, unpack, pairs =
@@ -29,7 +30,6 @@ local floor, huge, fmt = math.floor, math.huge, string.format
 local rshift, band = bit.rshift, bit.band
 local c_spawn, c_current = core.spawn, core.current
 
-local PENDING, RUNNING = 1, 3
 local weak = { __mode = "k" }
 local QUEUE_OPTS = { concurrency = true, interval = true, interval_cap = true, max_size = true,
                      timeout = true, autostart = true }
@@ -39,152 +39,15 @@ return function(M, I)
   local co_yield, co_isyieldable, PARK, pack = I.co_yield, I.co_isyieldable, I.PARK, I.pack
   local on_error, keep_traceback = I.on_error, I.keep_traceback
 
-  local function cancel_error(reason, level)
-    local e = new_error("cancelled", reason ~= nil and "cancelled: " .. tostring(reason) or "cancelled",
-      (level or 1) + 1)
-    e.reason = reason
-    return e
-  end
-
   ---------------------------------------------------------------- handles
 
-  -- call_handles(cfg) -> H: the handles of calls that run in runners.
-  -- cfg names the handle's ctype and its C functions: state(slot),
-  -- await(slot, can_block), drop(slot), of(slot) -> the owner, prim(owner),
-  -- and a label.  H holds the arrays by slot (calls, args, handles,
-  -- running: the runner of a running call, owners), the outcomes by
-  -- handle (result1, results, task_of: the runner a call failed in,
-  -- dropped: the error of a call dropped before it started), and
-  -- store/forget to fill and empty a slot.
-  local function call_handles(cfg)
-    local calls, args, handles, running, owners = {}, {}, {}, {}, {}
-    local result1, results = setmetatable({}, weak), setmetatable({}, weak)
-    local task_of, dropped = setmetatable({}, weak), setmetatable({}, weak)
-    local state, await, drop, of, prim = cfg.state, cfg.await, cfg.drop, cfg.of, cfg.prim
-    local H = { calls = calls, args = args, handles = handles, running = running, owners = owners,
-                result1 = result1, results = results, task_of = task_of, dropped = dropped }
-
-    function H.store(slot, h, owner, fn, ...)
-      handles[slot], owners[slot] = h, owner
-      local n = select("#", ...)
-      if n == 0 then
-        calls[slot] = fn
-      elseif n == 1 and (...) ~= nil then
-        calls[slot], args[slot] = fn, ...
-      else
-        calls[slot] = pack(fn, ...)
-      end
-    end
-
-    function H.forget(slot, h, err)
-      calls[slot], args[slot], handles[slot], owners[slot] = nil, nil, nil, nil
-      dropped[h] = err
-    end
-
-    -- What h's call is now: "done", "task" (its runner ended: ask it),
-    -- "dropped" (with the error), "pending" or "running" (with the runner).
-    local function resolve(h)
-      if result1[h] ~= nil or results[h] then return "done" end
-      local t = task_of[h]
-      if t then return "task", t end
-      local e = dropped[h]
-      if e then return "dropped", e end
-      local slot = h.slot
-      local s = state(slot)
-      if s == PENDING and handles[slot] == h then return "pending" end
-      if s == RUNNING and running[slot] then return "running", running[slot] end
-      return "dropped", cancel_error(nil, 3)   -- not a handle of an added job
-    end
-
-    local function done_results(h)
-      local v = result1[h]
-      if v ~= nil then return v end
-      local p = results[h]
-      return unpack(p, 1, p.n)
-    end
-
-    local hmethods = {}
-
-    local function await_slow(h)
-      while true do
-        local what, x = resolve(h)
-        if what == "done" then return done_results(h) end
-        if what == "task" then return x:await() end
-        if what == "dropped" then error(x, 0) end
-        if x == c_current() then
-          raise("deadlock", "task:await: deadlock: a " .. cfg.label .. " awaits itself", 3)
-        end
-        local r = await(h.slot, co_isyieldable() and 1 or 0)
-        if r == 0 then
-          if co_yield(PARK) ~= 0 then raise_cancelled(3) end
-        elseif r == -4 then
-          local owner = of(h.slot)
-          I.holding.raise_deadlock("task:await", owner, prim(owner), "place", 3)
-        elseif r ~= 1 then
-          fail(I, r, "task:await", nil, 2)
-        end
-      end
-    end
-
-    function hmethods.await(h)
-      local v = result1[h]
-      if v ~= nil then return v end
-      return await_slow(h)
-    end
-
-    function hmethods.cancel(h, reason)
-      local what, x = resolve(h)
-      if what == "task" or what == "running" then return x:cancel(reason) end
-      if what ~= "pending" then return false end
-      local slot = h.slot
-      drop(slot)
-      H.forget(slot, h, cancel_error(reason, 2))
-      return true
-    end
-
-    function hmethods.result(h)
-      local what, x = resolve(h)
-      if what == "done" then return true, done_results(h) end
-      if what == "task" then return x:result() end
-      if what == "dropped" then return false, x end
-    end
-
-    local function is_task(what) return what == "task" or what == "running" end
-    local hgetters = {
-      status = function(what, x)
-        if is_task(what) then return x.status end
-        return what == "dropped" and "cancelled" or what
-      end,
-      task = function(what, x) if is_task(what) then return x end end,
-      cancelled = function(what, x)
-        if is_task(what) then return x.cancelled end
-        return what == "dropped"
-      end,
-      id = function(what, x) if is_task(what) then return x.id end end,
-      name = function(what, x) if is_task(what) then return x.name end end,
-    }
-
-    ffi.metatype(cfg.ctype, {
-      __index = function(h, k)
-        local m = hmethods[k]
-        if m then return m end
-        local g = hgetters[k]
-        if g then return g(resolve(h)) end
-      end,
-      __tostring = function(h)
-        return cfg.label .. " (" .. hgetters.status(resolve(h)) .. ")"
-      end,
-    })
-    return H
-  end
-
-  local H = call_handles {
+  local H = call_handles(I, {
     ctype = "sl_qjob", label = "queued job", state = C.sl_jobq_state, await = C.sl_jobq_await,
     drop = C.sl_jobq_drop, of = C.sl_jobq_of, prim = C.sl_jobq_prim,
-  }
+  })
   local calls, args, handles, running = H.calls, H.args, H.handles, H.running
   local result1, results, task_of, owners = H.result1, H.results, H.task_of, H.owners
-  local forget = H.forget
+  local forget, cancel_error = H.forget, H.cancel_error
 
   local queue_t = ffi.typeof("sl_jobq")
   local qjob_t = ffi.typeof("sl_qjob")
