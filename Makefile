@@ -38,6 +38,7 @@ demo: all
 bench: all
 	bench/run.sh
 	bench/limits.sh
+	bench/flow.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
