@@ -13,6 +13,7 @@
 #include "sl_ffi_bucket.h"
 #include "sl_ffi_chan.h"
 #include "sl_ffi_jobq.h"
+#include "sl_ffi_pool.h"
 
 void *const sl_ffi_keep[] = {
   SL_FFI_CORE_FUNCS
@@ -22,5 +23,6 @@ void *const sl_ffi_keep[] = {
   SL_FFI_BUCKET_FUNCS
   SL_FFI_CHAN_FUNCS
   SL_FFI_JOBQ_FUNCS
+  SL_FFI_POOL_FUNCS
   NULL
 };

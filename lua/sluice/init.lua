@@ -536,6 +536,7 @@ require("sluice.plan")(M, internal)
 require("sluice.cache")(M, internal)
 require("sluice.adaptive")(M, internal)
 require("sluice.queue")(M, internal)
+require("sluice.pool")(M, internal)
 
 -- Submodules for I/O load on first use: sluice.redis, ...
 local submodules = { redis = "sluice.redis" }
