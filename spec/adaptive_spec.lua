@@ -4,17 +4,8 @@
 -- latency, gradient mode, clamping, cancellation (counted neither way),
 -- errors passed through, drive = semaphore or limit, argument checks.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 -- An adaptive limit whose changes are logged as "time:new" relative to t0.
 local function logged(opts, t0)

@@ -3,18 +3,8 @@
 -- barging, timeouts, cancellation (of the head too), rate changes,
 -- argument checks.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
--- The error fn(...) raises (it must raise).
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 local function counts(b)
   return { tokens = b.tokens, capacity = b.capacity, rate = b.rate, waiting = b.waiting }

@@ -5,18 +5,8 @@
 -- fetcher's own tasks, close, invalidate, clear, argument checks; a
 -- randomized property test; the thundering-herd example.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
--- The error fn(...) raises (it must raise).
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 -- A fetcher that logs its calls, takes d seconds and returns key .. n
 -- (n counting its calls).

@@ -3,17 +3,8 @@
 -- close while senders and receivers wait, cancellation while waiting and
 -- right after a hand-off, timeouts on the virtual clock, bad arguments.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 local function fields(ch)
   return { capacity = ch.capacity, count = ch.count, closed = ch.closed,

@@ -1,16 +1,13 @@
 -- The virtual clock (the runner refuses to run without it).
 local sluice = require "sluice"
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 local uv = sluice.uv
 
 -- Seconds since t0, printed short (the clock's absolute value carries
 -- the rounding of earlier tests' fractional sleeps).
 local function since(t0)
   return string.format("%.9g", sluice.now() - t0)
-end
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
 end
 
 describe("the virtual clock", function()

@@ -1,10 +1,7 @@
 -- all, all_settled, race, any, timeout, await(f, ...), and runtime errors.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, msg_of = util.tracer, util.msg_of
 
 -- A function that sleeps `s` then returns `v`; on cancellation it logs
 -- "<name> cleanup" and re-raises.
@@ -29,13 +26,6 @@ local function failing(log, name, s, e)
 end
 
 local function nolog() end
-
-local function msg_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
 
 describe("sluice.all", function()
   it("returns the first result of each item, in list order, after the slowest", function()

@@ -2,18 +2,8 @@
 -- cancelled (their cleanups run before hedge returns), early failures
 -- start the next attempt at once, aggregate errors, arguments.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
-local function msg_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, msg_of = util.tracer, util.msg_of
 
 local function virtual(fn) return sluice.run({ clock = "virtual" }, fn) end
 

@@ -2,12 +2,8 @@
 -- size; idle keys dropped lazily at exact virtual times; max_keys;
 -- limiters in use are never dropped; argument checks.
 local sluice = require "sluice"
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local error_of = util.error_of
 
 local function whole_second()
   local now = sluice.now()

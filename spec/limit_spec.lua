@@ -1,11 +1,8 @@
 -- sluice.limit: p-limit.  Happy path, start order under contention, FIFO,
 -- cancellation while queued, clear_queue, run-time resizing, bad input.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 
 -- A call that logs its start and end around a sleep of d seconds.
 local function job(log, name, d)

@@ -1,20 +1,11 @@
 -- sluice.mutex: a semaphore of one permit with its own name in messages;
 -- re-acquiring it while holding it raises a deadlock error at once.
 local sluice = require "sluice"
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 -- this file as tracebacks name it
 local SRC = debug.getinfo(1, "S").short_src
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
 
 local function counts(m)
   return { permits = m.permits, available = m.available, waiting = m.waiting }

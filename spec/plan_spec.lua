@@ -2,14 +2,9 @@
 -- closed forms, an independent direct formula and published figures),
 -- pool sizing, arguments.
 local sluice = require "sluice"
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local msg_of = util.msg_of
 local plan = sluice.plan
-
-local function msg_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
 
 local function near(expected, got, rel)
   rel = rel or 1e-9

@@ -3,12 +3,8 @@
 -- backoff, min, idle_timeout / max_lifetime / max_uses, validate, release
 -- misuse, with, close and drain, max_waiting, stats, argument checks.
 local sluice = require "sluice"
-
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local error_of = util.error_of
 
 -- A pool of fake resources {id = n}; every create and destroy is logged
 -- with the time since t0.  opts.create_time: how long a create takes;

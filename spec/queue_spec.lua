@@ -3,16 +3,13 @@
 -- clear, max_size, timeouts, on_empty/on_idle/on_size_less_than,
 -- cancellation, errors, statistics, bad input.
 local sluice = require "sluice"
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 
 -- Times are shown from T0, the moment the test began (the virtual clock
 -- runs on from one test to the next).
 local T0 = 0
 local function at() return sluice.now() - T0 end
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
 
 -- A job that logs its start (with the time) and end around a sleep.
 local function job(log, name, d)

@@ -1,18 +1,8 @@
 -- sluice.retry: attempts, exponential backoff (exact, capped, jittered),
 -- retry_if, on_retry, cancellation, the enclosing deadline, arguments.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
-local function msg_of(f, ...)
-  local ok, err = pcall(f, ...)
-  assert.is_false(ok)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, msg_of = util.tracer, util.msg_of
 
 -- fn for retry: fails (raising errs[k]) on attempts listed in errs,
 -- logging "attempt k at t" (time since t0), and returns "ok", k after.

@@ -1,10 +1,7 @@
 -- Scopes (structured concurrency) and shield.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 
 -- A child that sleeps `s` seconds; on cancellation it logs and re-raises.
 local function sleeper(log, name, s)

@@ -2,23 +2,13 @@
 -- waiting, permits (resizable), holders, stats; FIFO hand-off, timeouts,
 -- cancellation, deadlock errors, argument checks, the host's report.
 local sluice = require "sluice"
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer, error_of = util.tracer, util.error_of
 
 -- this file as tracebacks name it
 local SRC = debug.getinfo(1, "S").short_src
 
 local BIN = os.getenv("SLUICE_BIN") or "build/sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
-
--- The error fn(...) raises (it must raise).
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
 
 local function counts(s)
   return { permits = s.permits, available = s.available, waiting = s.waiting }

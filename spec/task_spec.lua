@@ -1,10 +1,7 @@
 -- Tasks: spawn, await, cancel, status, id, name, current, sleep, yield.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 
 describe("sluice.spawn", function()
   it("returns a ready task that runs only once the spawner blocks", function()

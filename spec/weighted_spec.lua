@@ -2,11 +2,8 @@
 -- x/sync/semaphore), timeouts, cancellation, resizing, deadlock, stats,
 -- and argument checks with their exact messages.
 local sluice = require "sluice"
-
-local function tracer()
-  local list = {}
-  return list, function(ev) list[#list + 1] = ev end
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local tracer = util.tracer
 
 -- The error f(...) raises (it must raise).
 local function err_of(f, ...)
