@@ -82,6 +82,9 @@ void sl_cancel_all(sl_runtime *rt) {
   }
 }
 
+int luaopen_sluice_redis_core(lua_State *L);   /* lib/sl_redis.c */
+int luaopen_sluice_http_core(lua_State *L);    /* lib/sl_http.c */
+
 static int sl_init_lua(sl_runtime *rt) {
   lua_State *L = rt->L;
   luaL_openlibs(L);
@@ -98,6 +101,10 @@ static int sl_init_lua(sl_runtime *rt) {
   lua_getfield(L, -1, "preload");
   lua_pushcfunction(L, luaopen_sluice_core);
   lua_setfield(L, -2, "sluice.core");
+  lua_pushcfunction(L, luaopen_sluice_redis_core);
+  lua_setfield(L, -2, "sluice.redis.core");
+  lua_pushcfunction(L, luaopen_sluice_http_core);
+  lua_setfield(L, -2, "sluice.http.core");
   lua_pop(L, 2);
   if (sl_preload_embedded(L) || sl_open_uv(rt)) return -1;
   lua_getglobal(L, "require");

@@ -3,7 +3,8 @@
 # missing. Idempotent; used by `make deps` and by .ci/run. Needs root (or sudo).
 set -e
 PKGS="build-essential cmake pkg-config libluajit-5.1-dev luajit libuv1-dev lua-luv-dev \
-lua-busted libreadline-dev tmux valgrind"
+lua-busted libreadline-dev tmux valgrind libhiredis-dev redis-server \
+libcurl4-openssl-dev"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

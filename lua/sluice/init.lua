@@ -539,7 +539,7 @@ require("sluice.queue")(M, internal)
 require("sluice.pool")(M, internal)
 
 -- Submodules for I/O load on first use: sluice.redis, ...
-local submodules = { redis = "sluice.redis" }
+local submodules = { redis = "sluice.redis", http = "sluice.http" }
 setmetatable(M, {
   __index = function(t, k)
     local name = submodules[k]
