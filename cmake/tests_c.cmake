@@ -3,6 +3,7 @@
 #
 #   test_timer, test_queue   unit tests of lib/'s pure C parts
 #   test_close               sl_close with tasks, handles and requests in flight
+#   test_copy                lib/sl_copy.c: values copied between Lua states
 #   embed_*                  examples/embed run and checked by a script
 #   *_valgrind               some of these and the CLI under valgrind, when it
 #                            is installed (not in sanitizer builds: the two
@@ -11,6 +12,7 @@
 add_test(NAME test_timer COMMAND test_timer)
 add_test(NAME test_queue COMMAND test_queue)
 add_test(NAME test_close COMMAND test_close)
+add_test(NAME test_copy COMMAND test_copy)
 set_tests_properties(test_close PROPERTIES TIMEOUT 60)
 
 foreach(src ${SLUICE_PRIM_TESTS})

@@ -9,6 +9,7 @@
 #include "sl_lua.h"
 #include "sl_prim.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int sl_is_cancel_error(lua_State *L, int idx) {
@@ -193,10 +194,32 @@ static void sl_task_cancel_unstarted(sl_sched *S, sl_task *t) {
   sl_task_settle(S, t, LUA_ERRRUN);
 }
 
+/* sluice.warn_blocking: t ran `ran` seconds without yielding.  The
+ * traceback is where it yielded (empty if it ended). */
+static void sl_warn_blocking(sl_sched *S, sl_task *t, double ran, int yielded) {
+  lua_State *L = S->L;
+  int top = lua_gettop(L);
+  const char *name;
+  char msg[200];
+  if (!S->on_warn) return;
+  sl_pushtask(L, t);
+  sl_task_env(L, -1, 0);
+  lua_getfield(L, -1, "name");
+  name = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
+  snprintf(msg, sizeof msg, "sluice: task #%d%s%.80s%s ran %.3f s without yielding "
+           "(warn_blocking %g s)", (int)t->id, name ? " (" : "", name ? name : "",
+           name ? ")" : "", ran, S->warn_blocking);
+  if (yielded) luaL_traceback(L, t->co, msg, 0);
+  else lua_pushfstring(L, "%s; it then ended", msg);
+  S->on_warn(S, lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
 static void sl_task_resume(sl_sched *S, sl_task *t) {
   lua_State *co = t->co;
   sl_task *prev = S->current, *outer = sl_tls_task;
   int nargs, rc;
+  uint64_t t0 = 0;
   if (!t->started && t->cancelled && !t->shield) {
     sl_task_cancel_unstarted(S, t);
     return;
@@ -210,9 +233,15 @@ static void sl_task_resume(sl_sched *S, sl_task *t) {
   }
   t->status = SL_RUNNING;
   S->current = sl_tls_task = t;
+  /* Off (the default) this costs one test; on, two clock reads. */
+  if (S->warn_blocking > 0) t0 = uv_hrtime();
   rc = lua_resume(co, nargs);
   S->current = prev;
   sl_tls_task = outer;   /* a nested scheduler returns to the outer task */
+  if (t0) {   /* real time, even under the virtual clock */
+    double ran = (double)(uv_hrtime() - t0) * 1e-9;
+    if (ran >= S->warn_blocking) sl_warn_blocking(S, t, ran, rc == LUA_YIELD);
+  }
   if (rc == LUA_YIELD) {
     lua_settop(co, 0);
     /* A yield that did not park (a bare coroutine.yield) just reschedules. */

@@ -14,6 +14,8 @@
 #include "sl_sched.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 char sl_park_sentinel;
 __thread sl_task *sl_tls_task;
@@ -25,6 +27,8 @@ __thread sl_task *sl_tls_task;
 static void sl_fire_due(sl_sched *S, double now) {
   sl_timer *m;
   while ((m = sl_heap_min(&S->timers)) && m->deadline <= now) {
+    /* Lateness is only meaningful on the real clock. */
+    if (!S->virtual_clock) S->lag[S->nlag++ % SL_LAG_WINDOW] = now - m->deadline;
     sl_heap_remove(&S->timers, m);
     m->cb(m);
   }
@@ -81,8 +85,13 @@ static void sl_check_cb(uv_check_t *h) {
   /* One clock read per tick serves the wait statistics of every park in
    * it (timers still read the clock: their deadlines must not be early). */
   S->pass_now = sl_now(S);
-  for (i = 0; i < SL_PASSES_PER_TICK && !sl_queue_empty(&S->ready); i++)
+  for (i = 0; i < SL_PASSES_PER_TICK && !sl_queue_empty(&S->ready); i++) {
+    /* Timers that came due during a long pass fire before the next one,
+     * not after all of them (a task yielding in a CPU loop would delay
+     * them by up to SL_PASSES_PER_TICK passes). */
+    if (i > 0 && !S->virtual_clock && S->timers.len) sl_fire_due(S, sl_now(S));
     sl_sched_pass(S);
+  }
   sl_sched_update(S);
 }
 
@@ -106,7 +115,10 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->npool = 0;
   S->on_main_done = S->on_unhandled = NULL;
   S->on_report = NULL;
+  S->on_warn = NULL;
   S->data = NULL;
+  S->nlag = 0;
+  S->warn_blocking = 0;
   sl_scope_init(&S->root, S, 1);
   if ((rc = uv_timer_init(loop, &S->uvtimer))) return rc;
   if ((rc = uv_check_init(loop, &S->check))) return rc;
@@ -132,6 +144,23 @@ double sl_now(sl_sched *S) {
 
 int sl_sched_alive(sl_sched *S) {
   return !sl_queue_empty(&S->ready) || S->timers.len > 0;
+}
+
+static int sl_cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+void sl_sched_lag(sl_sched *S, double out[3]) {
+  double v[SL_LAG_WINDOW];
+  size_t n = S->nlag < SL_LAG_WINDOW ? (size_t)S->nlag : SL_LAG_WINDOW;
+  out[0] = out[1] = out[2] = 0;
+  if (n == 0) return;
+  memcpy(v, S->lag, n * sizeof *v);
+  qsort(v, n, sizeof *v, sl_cmp_double);
+  out[0] = v[(size_t)ceil(0.50 * (double)n) - 1];
+  out[1] = v[(size_t)ceil(0.99 * (double)n) - 1];
+  out[2] = v[n - 1];
 }
 
 /* ---- tasks ---- */

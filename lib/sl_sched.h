@@ -96,6 +96,8 @@ struct sl_scope {
   uint8_t root;           /* the runtime's root scope: failures reported */
 };
 
+#define SL_LAG_WINDOW 512
+
 typedef void (*sl_report_cb)(sl_sched *S, sl_task *t, lua_State *co);
 
 struct sl_sched {
@@ -130,7 +132,13 @@ struct sl_sched {
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void (*on_report)(sl_sched *S, const char *text);   /* other misuse */
+  void (*on_warn)(sl_sched *S, const char *text);     /* warnings: not failures */
   void *data;
+  /* Loop lag: how late timers fired (real clock only), the last
+   * SL_LAG_WINDOW of them in a ring; nlag counts every one. */
+  double lag[SL_LAG_WINDOW];
+  uint64_t nlag;
+  double warn_blocking;   /* > 0: report a task running this long at once */
 };
 
 /* The task being resumed on this thread, for C functions called from Lua
@@ -149,6 +157,8 @@ void sl_sched_close(sl_sched *S);   /* closes handles; caller runs the loop */
 void sl_sched_pass(sl_sched *S);
 double sl_now(sl_sched *S);
 int  sl_sched_alive(sl_sched *S);   /* work ready, timers armed */
+/* Loop lag over the window: out[0..2] = p50, p99, max (seconds). */
+void sl_sched_lag(sl_sched *S, double out[3]);
 
 void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope);
 void sl_task_make_ready(sl_task *t, int wake);

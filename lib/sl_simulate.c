@@ -68,6 +68,7 @@ static int l_run(lua_State *L) {
   sim->S.data = outer->data;
   sim->S.on_unhandled = outer->on_unhandled;
   sim->S.on_report = outer->on_report;
+  sim->S.on_warn = outer->on_warn;
   lua_newtable(L);   /* its own coroutine pool: the counts are per scheduler */
   sim->S.ref_pool = luaL_ref(L, LUA_REGISTRYINDEX);
   sl_setsched(L, &sim->S);

@@ -354,9 +354,10 @@ static int l_stats(lua_State *L) {
   sl_sched *S = sl_getsched(L);
   sl_queue *q;
   int tasks = 0, ready = 0;
+  double lag[3];
   sl_queue_foreach(q, &S->tasks) tasks++;
   sl_queue_foreach(q, &S->ready) ready++;
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, tasks);
   lua_setfield(L, -2, "tasks");
   lua_pushinteger(L, ready);
@@ -369,6 +370,17 @@ static int l_stats(lua_State *L) {
   lua_setfield(L, -2, "root_tasks");
   lua_pushboolean(L, S->virtual_clock);
   lua_setfield(L, -2, "virtual_clock");
+  sl_sched_lag(S, lag);
+  lua_createtable(L, 0, 4);               /* loop_lag, seconds */
+  lua_pushnumber(L, lag[0]);
+  lua_setfield(L, -2, "p50");
+  lua_pushnumber(L, lag[1]);
+  lua_setfield(L, -2, "p99");
+  lua_pushnumber(L, lag[2]);
+  lua_setfield(L, -2, "max");
+  lua_pushnumber(L, (double)S->nlag);
+  lua_setfield(L, -2, "count");
+  lua_setfield(L, -2, "loop_lag");
   return 1;
 }
 

@@ -64,6 +64,13 @@ static void sl_on_report(sl_sched *S, const char *text) {
   sl_report((sl_runtime *)S->data, text);
 }
 
+/* A warning (sluice.warn_blocking) goes where errors go, but is no
+ * failure: the exit status stays as it is. */
+static void sl_on_warn(sl_sched *S, const char *text) {
+  sl_runtime *rt = S->data;
+  rt->on_error(rt, text, rt->error_ud);
+}
+
 static void sl_on_main_done(sl_sched *S, sl_task *t, lua_State *L) {
   sl_runtime *rt = (sl_runtime *)S->data;
   if (t->status == SL_FAILED) {
@@ -83,6 +90,7 @@ void sl_cancel_all(sl_runtime *rt) {
 }
 
 int luaopen_sluice_redis_core(lua_State *L);   /* lib/sl_redis.c */
+int luaopen_sluice_workers_core(lua_State *L); /* lib/sl_workers.c */
 int luaopen_sluice_http_core(lua_State *L);    /* lib/sl_http.c */
 
 static int sl_init_lua(sl_runtime *rt) {
@@ -103,6 +111,8 @@ static int sl_init_lua(sl_runtime *rt) {
   lua_setfield(L, -2, "sluice.core");
   lua_pushcfunction(L, luaopen_sluice_redis_core);
   lua_setfield(L, -2, "sluice.redis.core");
+  lua_pushcfunction(L, luaopen_sluice_workers_core);
+  lua_setfield(L, -2, "sluice.workers.core");
   lua_pushcfunction(L, luaopen_sluice_http_core);
   lua_setfield(L, -2, "sluice.http.core");
   lua_pop(L, 2);
@@ -147,6 +157,7 @@ sl_runtime *sl_open(const sl_options *opts) {
   rt->S.on_main_done = sl_on_main_done;
   rt->S.on_unhandled = sl_on_unhandled;
   rt->S.on_report = sl_on_report;
+  rt->S.on_warn = sl_on_warn;
   rt->S.data = rt;
   if (sl_init_lua(rt)) {
     sl_close(rt);

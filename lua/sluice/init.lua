@@ -537,6 +537,7 @@ require("sluice.cache")(M, internal)
 require("sluice.adaptive")(M, internal)
 require("sluice.queue")(M, internal)
 require("sluice.pool")(M, internal)
+require("sluice.workers")(M, internal)
 
 -- Submodules for I/O load on first use: sluice.redis, ...
 local submodules = { redis = "sluice.redis", http = "sluice.http" }
