@@ -217,6 +217,44 @@ describe("sluice.http client", function()
     srv:close()
   end)
 
+  it("runs 1,000 concurrent requests through sluice.limit(100), every one right", function()
+    local srv, base = echo_server()
+    local limit = sluice.limit(100)
+    local calls = {}
+    for i = 1, 1000 do
+      calls[i] = limit(function() return http.post(base .. "/n/" .. i, tostring(i)) end)
+    end
+    for i = 1, 1000 do
+      local res = calls[i]:await()
+      assert.equal(200, res.status)
+      assert.equal(tostring(i), res.body)
+    end
+    assert.equal(1000, srv.requests)
+    srv:close()
+  end)
+
+  it("leaves no file descriptor open after transfers are cancelled and the server closed", function()
+    local function fds()
+      local p = io.popen("ls /proc/" .. sluice.uv.os_getpid() .. "/fd | wc -l")
+      local n = tonumber(p:read("*a"))
+      p:close()
+      return n
+    end
+    local before = fds()
+    local trace, add = tracer()
+    local srv, base = echo_server(add)
+    local tasks = {}
+    for i = 1, 20 do tasks[i] = sluice.spawn(http.get, base .. "/sleep?s=10") end
+    until_(function() return #trace == 20 end)
+    assert.equal(20, srv.connections)
+    for i = 1, 20 do tasks[i]:cancel() end
+    for i = 1, 20 do assert.equal("cancelled", error_of(tasks[i].await, tasks[i]).kind) end
+    until_(function() return srv.connections == 0 end)
+    srv:close()
+    sluice.sleep(0)
+    assert.equal(before, fds())
+  end)
+
   it("caps connections per host with http.configure", function()
     local srv, base = echo_server()
     local t0 = sluice.now()
