@@ -39,6 +39,7 @@ bench: all
 	bench/run.sh
 	bench/limits.sh
 	bench/flow.sh
+	bench/redis.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
