@@ -139,6 +139,40 @@ describe("sluice.redis", function()
     c:call("DEL", "counter")
   end)
 
+  it("serves 500 tasks through a pool of 5 clients under load, no client shared at once", function()
+    local made, closed = 0, 0
+    local pool = sluice.pool{
+      create = function() made = made + 1 return connect() end,
+      destroy = function(c) closed = closed + 1 c:close() end,
+      max = 5, acquire_timeout = 30,
+    }
+    local c0 = connect()
+    finally(function() c0:close() end)
+    c0:call("DEL", "pooled")
+    local inside, peak = {}, 0
+    sluice.scope(function(s)
+      for i = 1, 500 do
+        s:spawn(function()
+          pool:with(function(c)
+            assert.is_nil(inside[c])   -- a client is lent to one task at a time
+            inside[c] = true
+            c:call("INCR", "pooled")
+            c:call("SET", "pooled:" .. i, i)
+            inside[c] = nil
+          end)
+          if pool.active > peak then peak = pool.active end
+        end)
+      end
+    end)
+    assert.equal("500", c0:call("GET", "pooled"))
+    assert.equal("500", c0:call("GET", "pooled:500"))
+    assert.is_true(peak <= 5)
+    assert.equal(5, made)
+    assert.is_true(pool:close())
+    assert.equal(5, closed)
+    assert.equal(0, pool.size)
+  end)
+
   it("selects the db given", function()
     local c1, c0 = connect { db = 1 }, connect()
     finally(function() c1:close(); c0:close() end)
