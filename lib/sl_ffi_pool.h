@@ -73,6 +73,8 @@ int sl_pool_size(const sl_pool *p);
 int sl_pool_max(const sl_pool *p);
 int sl_pool_min(const sl_pool *p);
 int sl_pool_is_closed(const sl_pool *p);
+/* No idle resource expires before this (1e300: none can). */
+double sl_pool_next_expiry(const sl_pool *p);
 void sl_pool_counts_get(const sl_pool *p, sl_pool_counts *out);
 
 #define SL_FFI_POOL_FUNCS \
@@ -84,6 +86,6 @@ void sl_pool_counts_get(const sl_pool *p, sl_pool_counts *out);
   (void *)sl_pool_drain, (void *)sl_pool_state, (void *)sl_pool_slot_uses, \
   (void *)sl_pool_slot_created, (void *)sl_pool_idle, (void *)sl_pool_active, \
   (void *)sl_pool_pending, (void *)sl_pool_size, (void *)sl_pool_max, (void *)sl_pool_min, \
-  (void *)sl_pool_is_closed, (void *)sl_pool_counts_get,
+  (void *)sl_pool_is_closed, (void *)sl_pool_next_expiry, (void *)sl_pool_counts_get,
 
 #endif

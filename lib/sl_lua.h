@@ -45,6 +45,7 @@ void sl_task_push_error(lua_State *L, int idx);
 int luaopen_sluice_core(lua_State *L);
 int sl_open_scope(lua_State *L);
 int sl_open_simulate(lua_State *L);
-int sl_open_prim(lua_State *L);     /* sl_prim_lua.c */
+int sl_open_prim(lua_State *L);
+int sl_open_weak(lua_State *L);     /* sl_weak_lua.c */     /* sl_prim_lua.c */
 
 #endif

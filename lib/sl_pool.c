@@ -21,9 +21,11 @@
  *
  * Idle list: most recently used first, so a lightly used pool keeps
  * reusing the same warm resources and the others age out.  Expiry
- * (idle_timeout above min, max_lifetime) is checked lazily, by
- * sl_pool_evict, which costs nothing until the earliest possible expiry
- * (evict_at); max_uses and max_lifetime are also checked at release.
+ * (idle_timeout above min, max_lifetime) is done by sl_pool_evict, which
+ * costs nothing until the earliest possible expiry (evict_at): the Lua
+ * face calls it at acquire and release, and from a weak timer armed for
+ * evict_at (sl_pool_next_expiry); max_uses and max_lifetime are also
+ * checked at release.
  */
 #include "sl_prim.h"
 #include "sl_ffi_pool.h"
@@ -395,4 +397,5 @@ int sl_pool_size(const sl_pool *p) { return p->nidle + p->nbusy + p->npending; }
 int sl_pool_max(const sl_pool *p) { return p->max; }
 int sl_pool_min(const sl_pool *p) { return p->min; }
 int sl_pool_is_closed(const sl_pool *p) { return p->closed; }
+double sl_pool_next_expiry(const sl_pool *p) { return p->evict_at; }
 void sl_pool_counts_get(const sl_pool *p, sl_pool_counts *out) { *out = p->counts; }

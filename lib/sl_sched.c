@@ -24,12 +24,24 @@ __thread sl_task *sl_tls_task;
  * enough to amortise the poll, few enough to keep I/O latency low. */
 #define SL_PASSES_PER_TICK 64
 
+/* The earliest timer of both heaps, and which heap holds it. */
+static sl_timer *sl_next_timer(sl_sched *S, sl_heap **from) {
+  sl_timer *a = sl_heap_min(&S->timers), *b = sl_heap_min(&S->weak);
+  if (b && (!a || b->deadline < a->deadline)) {
+    *from = &S->weak;
+    return b;
+  }
+  *from = &S->timers;
+  return a;
+}
+
 static void sl_fire_due(sl_sched *S, double now) {
   sl_timer *m;
-  while ((m = sl_heap_min(&S->timers)) && m->deadline <= now) {
+  sl_heap *h;
+  while ((m = sl_next_timer(S, &h)) && m->deadline <= now) {
     /* Lateness is only meaningful on the real clock. */
     if (!S->virtual_clock) S->lag[S->nlag++ % SL_LAG_WINDOW] = now - m->deadline;
-    sl_heap_remove(&S->timers, m);
+    sl_heap_remove(h, m);
     m->cb(m);
   }
 }
@@ -49,16 +61,19 @@ static void sl_uvtimer_cb(uv_timer_t *h);
 /* Sets the loop handles to match the queues after any change. */
 static void sl_sched_update(sl_sched *S) {
   sl_timer *m;
+  sl_heap *h;
   if (S->closing) return;
   if (S->virtual_clock) {
+    /* Only an ordinary timer moves virtual time; weak ones fire on the
+     * way when they are due first. */
     while (sl_queue_empty(&S->ready) && (m = sl_heap_min(&S->timers)) &&
            sl_foreign_activity(S) == 0) {
-      if (m->deadline > S->vnow) S->vnow = m->deadline;
+      if ((m = sl_next_timer(S, &h))->deadline > S->vnow) S->vnow = m->deadline;
       sl_fire_due(S, S->vnow);
     }
   } else {
     sl_fire_due(S, sl_now(S));
-    if (!(m = sl_heap_min(&S->timers))) {
+    if (!(m = sl_next_timer(S, &h))) {
       uv_timer_stop(&S->uvtimer);
     } else if (m->deadline != S->armed || !uv_is_active((uv_handle_t *)&S->uvtimer)) {
       /* Re-arm only when the earliest deadline changed: re-arming on
@@ -67,6 +82,9 @@ static void sl_sched_update(sl_sched *S) {
       S->armed = m->deadline;
       uv_timer_start(&S->uvtimer, sl_uvtimer_cb, ms < 1 ? 1 : (uint64_t)ms, 0);
     }
+    /* Weak timers alone do not keep the loop running. */
+    if (S->timers.len) uv_ref((uv_handle_t *)&S->uvtimer);
+    else uv_unref((uv_handle_t *)&S->uvtimer);
   }
   if (!sl_queue_empty(&S->ready)) uv_idle_start(&S->idle, sl_idle_cb);
   else uv_idle_stop(&S->idle);
@@ -89,7 +107,7 @@ static void sl_check_cb(uv_check_t *h) {
     /* Timers that came due during a long pass fire before the next one,
      * not after all of them (a task yielding in a CPU loop would delay
      * them by up to SL_PASSES_PER_TICK passes). */
-    if (i > 0 && !S->virtual_clock && S->timers.len) sl_fire_due(S, sl_now(S));
+    if (i > 0 && !S->virtual_clock && (S->timers.len || S->weak.len)) sl_fire_due(S, sl_now(S));
     sl_sched_pass(S);
   }
   sl_sched_update(S);
@@ -102,6 +120,7 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   sl_queue_init(&S->ready);
   sl_queue_init(&S->tasks);
   sl_heap_init(&S->timers);
+  sl_heap_init(&S->weak);
   S->current = NULL;
   S->vnow = 0;
   S->armed = -1;
@@ -135,6 +154,7 @@ void sl_sched_close(sl_sched *S) {
   uv_close((uv_handle_t *)&S->check, NULL);
   uv_close((uv_handle_t *)&S->idle, NULL);
   sl_heap_free(&S->timers);
+  sl_heap_free(&S->weak);
 }
 
 double sl_now(sl_sched *S) {
@@ -144,6 +164,10 @@ double sl_now(sl_sched *S) {
 
 int sl_sched_alive(sl_sched *S) {
   return !sl_queue_empty(&S->ready) || S->timers.len > 0;
+}
+
+int sl_sched_arm_weak(sl_sched *S, sl_timer *t, double deadline) {
+  return sl_heap_push(&S->weak, t, deadline);
 }
 
 static int sl_cmp_double(const void *a, const void *b) {

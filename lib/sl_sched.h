@@ -106,6 +106,7 @@ struct sl_sched {
   sl_queue ready;
   sl_queue tasks;         /* every unfinished task */
   sl_heap timers;
+  sl_heap weak;           /* timers that do not keep the process alive */
   uv_timer_t uvtimer;
   uv_check_t check;
   uv_idle_t idle;
@@ -157,6 +158,11 @@ void sl_sched_close(sl_sched *S);   /* closes handles; caller runs the loop */
 void sl_sched_pass(sl_sched *S);
 double sl_now(sl_sched *S);
 int  sl_sched_alive(sl_sched *S);   /* work ready, timers armed */
+/* Arms (or re-arms) t on the weak heap, at an absolute deadline: it
+ * fires like any timer, but does not keep the process alive, and under
+ * the virtual clock fires only when other timers carry time past it.
+ * sl_heap_remove(&S->weak, t) disarms it. */
+int  sl_sched_arm_weak(sl_sched *S, sl_timer *t, double deadline);
 /* Loop lag over the window: out[0..2] = p50, p99, max (seconds). */
 void sl_sched_lag(sl_sched *S, double out[3]);
 

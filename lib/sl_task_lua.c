@@ -500,5 +500,6 @@ int luaopen_sluice_core(lua_State *L) {
   sl_open_scope(L);
   sl_open_simulate(L);
   sl_open_prim(L);
+  sl_open_weak(L);
   return 1;
 }

@@ -246,7 +246,7 @@ describe("pool min and expiry", function()
     p:close()
   end)
 
-  it("idle_timeout evicts idle resources above min, at the next acquire or release", function()
+  it("idle_timeout evicts idle resources above min when they expire, unused pool or not", function()
     local p, log = fake{ max = 3, min = 1, idle_timeout = 10 }
     sluice.yield()
     local a, b, c = p:acquire(), p:acquire(), p:acquire()
@@ -254,16 +254,14 @@ describe("pool min and expiry", function()
     sluice.sleep(5)
     p:release(b)
     p:release(c)
-    sluice.sleep(6)              -- a is idle 11 s, b and c 6 s
+    sluice.sleep(6)              -- a expired at 10 and went; b and c are idle 6 s
     local r = p:acquire()
     assert.equal(3, r.id)
     assert.same({ size = 2, idle = 1, active = 1, pending_creates = 0, waiting = 0 }, fields(p))
     p:release(r)
-    sluice.sleep(20)
-    p:release(p:acquire())       -- b goes (above min), c stays as min
-    sluice.yield()               -- destroys run in the background
+    sluice.sleep(20)             -- b expires at 15 (above min) and goes, c stays as min
     assert.same({ size = 1, idle = 1, active = 0, pending_creates = 0, waiting = 0 }, fields(p))
-    assert.same({ "create 1 @0", "create 2 @0", "create 3 @0", "destroy 1 @11", "destroy 2 @31" }, log)
+    assert.same({ "create 1 @0", "create 2 @0", "create 3 @0", "destroy 1 @10", "destroy 2 @15" }, log)
     assert.equal(2, p:stats().evicted)
     p:close()
   end)
@@ -548,5 +546,27 @@ describe("sluice.pool options", function()
     p:release(r)
     p:close()
     assert.same({}, alive)
+  end)
+end)
+
+describe("pool eviction timers", function()
+  it("do not keep a finished program alive", function()
+    local BIN = os.getenv("SLUICE_BIN") or "build/sluice"
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write([[
+local sluice = require "sluice"
+local p = sluice.pool{ create = function() return {} end, idle_timeout = 100, max_lifetime = 1000 }
+p:release(p:acquire())
+print("idle", p.idle)
+]])
+    f:close()
+    local t0 = sluice.uv.hrtime()
+    local pipe = assert(io.popen("'" .. BIN .. "' " .. path .. " 2>&1; echo $?"))
+    local out = pipe:read("*a")
+    pipe:close()
+    os.remove(path)
+    assert.equal("idle\t1\n0\n", out)
+    assert.is_true((sluice.uv.hrtime() - t0) / 1e9 < 5)   -- not 100 s
   end)
 end)

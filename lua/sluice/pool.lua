@@ -13,10 +13,11 @@
 -- idle resource is handed out (a hand-off from a release is not
 -- validated: the resource was just in use).
 --
--- Expiry (idle_timeout, max_lifetime) is checked lazily, at acquire and
--- release: the scheduler counts every armed timer as pending work, so a
--- maintenance timer would keep a process alive that had nothing left to
--- do.  max_uses and max_lifetime are also enforced at release.
+-- Expiry (idle_timeout, max_lifetime) is checked at acquire and release,
+-- and by the janitor: a weak timer (core.weak_timer: it never keeps a
+-- process alive that has nothing else to do) armed for the earliest
+-- expiry, so an unused pool evicts on time too.  max_uses and
+-- max_lifetime are also enforced at release.
 --
 -- Errors: a wait bounded by the caller (acquire(timeout)) returns nil,
 -- "timeout"; the pool's own acquire_timeout raises a "timeout" error that
@@ -112,6 +113,17 @@ return function(M, I)
 
   local creator
 
+  -- The janitor: a weak timer (it never keeps a finished program alive)
+  -- armed for the earliest expiry of an idle resource, so idle_timeout
+  -- and max_lifetime act on time even when nobody uses the pool.
+  local function rearm(P)
+    local j = P.janitor
+    if not j then return end
+    local at = C.sl_pool_next_expiry(P.c)
+    if at >= 1e300 or C.sl_pool_is_closed(P.c) ~= 0 then return j:stop() end
+    if j:deadline() ~= at then j:arm(at) end
+  end
+
   -- After any change: start the creations now needed (for waiters, or
   -- to keep min), and wake close() once everything came back.
   local function settle(P)
@@ -124,6 +136,7 @@ return function(M, I)
     if P.nclosers > 0 and C.sl_pool_size(c) == 0 then
       for t in pairs(P.closers) do c_wake(t) end
     end
+    rearm(P)
   end
 
   local function evict(P)
@@ -133,6 +146,12 @@ return function(M, I)
       drop(P, slot)
       slot = C.sl_pool_evict(P.c, -1)
     until slot == 0
+    settle(P)
+  end
+
+  -- The janitor's task, when the earliest expiry comes.
+  local function janitor(P)
+    if C.sl_pool_is_closed(P.c) == 0 then evict(P) end
     settle(P)
   end
 
@@ -384,6 +403,7 @@ return function(M, I)
     if C.sl_pool_close(c) ~= 0 then
       for t in pairs(P.sleeping) do c_cancel(t) end
     end
+    if P.janitor then P.janitor:stop() end
     local slot = C.sl_pool_drain(c, 0)
     while slot ~= 0 do
       drop(P, slot)
@@ -518,6 +538,7 @@ return function(M, I)
       bg = {}, nbg = 0, sleeping = {}, closers = {}, nclosers = 0,
       reclaimed = setmetatable({}, { __mode = "k" }), destroy_failures = 0,
     }
+    if idle_timeout or max_lifetime then P.janitor = core.weak_timer(janitor, P) end
     local pool = setmetatable({}, Pool)
     priv[pool] = P
     settle(P)   -- min
