@@ -33,13 +33,14 @@ test-asan: $(ASAN_BUILD)/CMakeCache.txt
 	cd $(ASAN_BUILD) && ctest --output-on-failure -j$(JOBS)
 
 demo: all
-	$(BUILD)/sluice examples/demo.lua
+	$(BUILD)/sluice examples/webhook_storm.lua
 
 bench: all
 	bench/run.sh
 	bench/limits.sh
 	bench/flow.sh
 	bench/redis.sh
+	bench/http.sh
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
