@@ -31,6 +31,13 @@ sl_task *sl_checktask(lua_State *L, int idx, const char *fn);
 sl_task *sl_totask(lua_State *L, int idx);
 /* Pushes the task's userdata (valid while the task is unfinished). */
 void sl_pushtask(lua_State *L, sl_task *t);
+/* Anchors the value on top of L (popped) in the registry under a fresh
+ * negative key (below LUA_NOREF), which it returns; sl_unanchor releases
+ * the key. */
+int  sl_anchor(lua_State *L);
+/* Drops sl_getsched's cache (after lua_close, or a scheduler change). */
+void sl_forget_sched(void);
+void sl_unanchor(lua_State *L, int key);
 /* The running task, or raises "<fn>: must be called from a task". */
 sl_task *sl_running(lua_State *L, const char *fn);
 

@@ -156,7 +156,7 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   sl_queue *q;
   int top = lua_gettop(L);
   lua_checkstack(L, LUA_MINSTACK + lua_gettop(t->co));
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  sl_pushtask(L, t);
   t->status = (uint8_t)sl_settle_env(L, t, rc);
   sl_queue_remove(&t->all);
   if (!sl_queue_empty(&t->held)) sl_release_held(S, t, L);
@@ -174,8 +174,8 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
     sl_mark_unobserved(L, S);
   }
   sl_recycle(S, t, L);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->co_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  sl_unanchor(L, t->co_ref);
+  sl_unanchor(L, t->ref);
   t->co_ref = t->ref = LUA_NOREF;
   t->co = NULL;
   lua_settop(L, top);

@@ -67,8 +67,8 @@ struct sl_task {
   lua_State *co;
   sl_sched *sched;
   sl_scope *scope;
-  int ref;                /* registry: the userdata, while unfinished */
-  int co_ref;             /* registry: the coroutine, while unfinished */
+  int ref;                /* registry (sl_anchor): the userdata, while unfinished */
+  int co_ref;             /* registry (sl_anchor): the coroutine, while unfinished */
   uint32_t id;
   int nargs;              /* arguments waiting for the first resume */
   uint16_t shield;        /* > 0: cancellation is deferred */

@@ -6,7 +6,9 @@
  */
 #include "sl_lua.h"
 
+#include <limits.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const sl_status_names[] = {
@@ -17,13 +19,31 @@ static const char *const sl_status_names[] = {
  * string key on every call. */
 static char sl_sched_key;
 
+/* The last lookup, keyed by the state's allocator data (one per Lua
+ * state, shared by its coroutines): most calls come from the same state
+ * as the one before, and a registry lookup hashes a key every time.
+ * sl_setsched clears it, and so does the runtime after lua_close (a new
+ * state could get the same allocator data). */
+static __thread void *sl_cached_ud;
+static __thread sl_sched *sl_cached_sched;
+
 sl_sched *sl_getsched(lua_State *L) {
   sl_sched *S;
+  void *ud;
+  lua_getallocf(L, &ud);
+  if (ud && ud == sl_cached_ud) return sl_cached_sched;
   lua_pushlightuserdata(L, &sl_sched_key);
   lua_rawget(L, LUA_REGISTRYINDEX);
   S = lua_touserdata(L, -1);
   lua_pop(L, 1);
+  sl_cached_ud = ud;
+  sl_cached_sched = S;
   return S;
+}
+
+void sl_forget_sched(void) {
+  sl_cached_ud = NULL;
+  sl_cached_sched = NULL;
 }
 
 /* Makes S the active scheduler of L; a new one inherits the registry
@@ -42,6 +62,7 @@ void sl_setsched(lua_State *L, sl_sched *S) {
   lua_pushlightuserdata(L, &sl_sched_key);
   lua_pushlightuserdata(L, S);
   lua_rawset(L, LUA_REGISTRYINDEX);
+  sl_forget_sched();
 }
 
 int sl_raise(lua_State *L, const char *kind, const char *fmt, ...) {
@@ -103,6 +124,40 @@ void sl_task_env(lua_State *L, int idx, int create) {
   }
 }
 
+/* Anchors of unfinished tasks and their coroutines: negative integer keys
+ * of the registry below -2, which luaL_ref never uses (its references
+ * are positive; -1 and -2 are LUA_REFNIL and LUA_NOREF, which code reads
+ * as nil), handed out from a free list kept here.  luaL_ref's own free
+ * list costs a table length computation, a binary search over the whole
+ * registry, for every reference.  The list is per thread, so keys stay
+ * unique across nested schedulers and runtimes sharing a thread (each
+ * registry only holds its own). */
+static __thread int *sl_anchor_free;
+static __thread int sl_anchor_nfree, sl_anchor_cap, sl_anchor_next;
+
+int sl_anchor(lua_State *L) {
+  int key;
+  if (sl_anchor_nfree > 0) key = sl_anchor_free[--sl_anchor_nfree];
+  else if (sl_anchor_next < INT_MAX - 2) key = -2 - ++sl_anchor_next;
+  else return (lua_pop(L, 1), LUA_NOREF);
+  lua_rawseti(L, LUA_REGISTRYINDEX, key);
+  return key;
+}
+
+void sl_unanchor(lua_State *L, int key) {
+  if (key > -3) return;
+  lua_pushnil(L);
+  lua_rawseti(L, LUA_REGISTRYINDEX, key);
+  if (sl_anchor_nfree == sl_anchor_cap) {
+    int cap = sl_anchor_cap ? 2 * sl_anchor_cap : 256;
+    int *p = realloc(sl_anchor_free, (size_t)cap * sizeof *p);
+    if (!p) return;   /* the key is simply not reused */
+    sl_anchor_free = p;
+    sl_anchor_cap = cap;
+  }
+  sl_anchor_free[sl_anchor_nfree++] = key;
+}
+
 /* Pushes a coroutine for a new task: one that finished an earlier task
  * if the pool has one (saving its allocation and the collector's work),
  * else a fresh one. */
@@ -153,7 +208,7 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
     for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
     lua_xmove(L, co, nargs + 1);
   }
-  co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  co_ref = sl_anchor(L);
   /* sl_task_init resets the refs: set them after it, or the coroutine's
    * reference is never released and every finished task leaks it. */
   sl_task_init(t, S, scope);
@@ -162,7 +217,7 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
   t->nargs = nargs;
   t->wrapped = (uint8_t)wrapped;
   lua_pushvalue(L, -1);
-  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  t->ref = sl_anchor(L);
   sl_task_make_ready(t, SL_WAKE_OK);
   return t;
 }

@@ -163,6 +163,7 @@ void sl_close(sl_runtime *rt) {
   sl_remove_sigint(rt);
   uv_run(rt->loop, UV_RUN_NOWAIT);
   if (L) lua_close(L);
+  sl_forget_sched();
   if (rt->owns_loop) {
     uv_run(rt->loop, UV_RUN_DEFAULT);
     uv_loop_close(rt->loop);

@@ -150,6 +150,7 @@ sl_runtime *sl_open(const sl_options *opts) {
   if (!rt->L) rt->L = luaL_newstate();
   if (!rt->L || sl_sched_init(&rt->S, rt->loop, rt->L, opts && opts->virtual_clock)) {
     if (rt->L) lua_close(rt->L);
+    sl_forget_sched();
     if (rt->owns_loop) uv_loop_close(rt->loop);
     free(rt);
     return NULL;

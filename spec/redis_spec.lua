@@ -258,7 +258,7 @@ describe("sluice.redis", function()
     local t = sluice.spawn(function() return redis.connect { port = port, password = "x" } end)
     sluice.yield()
     assert.equal("waiting", t.status)
-    assert.equal(refs + 3, count_refs())   -- the task (2) and the client being connected
+    assert.equal(refs + 1, count_refs())   -- the client being connected
     t:cancel()
     local e = fails(t.await, t)
     assert.equal("cancelled", e.kind)

@@ -53,7 +53,7 @@ local function count_refs()
 end
 
 -- Unfinished tasks other than the runner's own, found through the
--- registry references the scheduler keeps on them.
+-- anchors the scheduler keeps on them (registry keys, negative ones).
 local function live_tasks()
   local list = {}
   for k, v in pairs(registry) do
