@@ -172,4 +172,7 @@ mt.__tostring = function(self)
     c_field(self, "connected") and "connected" or "not connected", c_field(self, "pending"))
 end
 
+-- Limits shared by many processes: redis.semaphore, lock, token_bucket.
+require("sluice.redis_limits")(R)
+
 return R
