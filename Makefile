@@ -41,6 +41,8 @@ bench: all
 	bench/flow.sh
 	bench/redis.sh
 	bench/http.sh
+	$(BUILD)/sluice bench/redis_limits.lua
+	$(BUILD)/sluice bench/workers.lua
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD)
