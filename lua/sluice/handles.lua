@@ -15,13 +15,15 @@
 -- messages, and the C functions: state(slot), await(slot, can_block),
 -- drop(slot), of(slot) -> the owner, prim(owner).  H holds the arrays
 -- (calls, args, handles, running, owners, result1, results, task_of,
--- dropped), store/forget to fill and empty a slot, and cancel_error.
+-- dropped), store/forget to fill and empty a slot, run/done for the
+-- runners, and cancel_error.
 local ffi = require "ffi"
 local sffi = require "sluice.ffi"
 local core = require "sluice.core"
 
 local fail = sffi.fail
-local select, error, tostring, setmetatable, unpack = select, error, tostring, setmetatable, unpack
+local type, select, error, xpcall, tostring, setmetatable, unpack =
+      type, select, error, xpcall, tostring, setmetatable, unpack
 local c_current = core.current
 
 local PENDING, RUNNING = 1, 3   -- SL_LPENDING/SL_QPENDING, SL_LRUNNING/SL_QRUNNING
@@ -56,6 +58,28 @@ local function call_handles(I, cfg)
     else
       calls[slot] = pack(fn, ...)
     end
+  end
+
+  -- The runner me takes the call out of slot and runs it, then passes
+  -- xpcall's answer on in a tail call, k(obj, me, slot, h, ok, ...): a
+  -- runner's loop is k and this calling each other, which the JIT
+  -- compiles.
+  local on_error = I.on_error
+  function H.run(k, obj, me, slot)
+    local c, a, h = calls[slot], args[slot], handles[slot]
+    calls[slot], args[slot], handles[slot], owners[slot] = nil, nil, nil, nil
+    running[slot] = me
+    if type(c) == "function" then
+      if a == nil then return k(obj, me, slot, h, xpcall(c, on_error)) end
+      return k(obj, me, slot, h, xpcall(c, on_error, a))
+    end
+    return k(obj, me, slot, h, xpcall(c[1], on_error, unpack(c, 2, c.n)))
+  end
+
+  -- The call of h returned these results: kept for its awaiters.
+  function H.done(h, ...)
+    local v = ...
+    if v ~= nil and select("#", ...) == 1 then result1[h] = v else results[h] = pack(...) end
   end
 
   function H.forget(slot, h, err)

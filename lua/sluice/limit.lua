@@ -22,15 +22,14 @@ local core = require "sluice.core"
 local call_handles = require "sluice.handles"
 
 local C, fail = sffi.C, sffi.fail
-local type, select, error, xpcall, tostring, unpack = type, select, error, xpcall, tostring, unpack
+local type, error, tostring = type, error, tostring
 local floor, huge, fmt, max, min = math.floor, math.huge, string.format, math.max, math.min
 local rshift, band = bit.rshift, bit.band
 local c_spawn, c_current = core.spawn, core.current
 
 return function(M, I)
   local raise, describe = I.raise, I.describe
-  local co_isyieldable, pack = I.co_isyieldable, I.pack
-  local on_error, keep_traceback = I.on_error, I.keep_traceback
+  local co_isyieldable, keep_traceback = I.co_isyieldable, I.keep_traceback
 
   local limit_t = ffi.typeof("sl_limit")
   local lcall_t = ffi.typeof("sl_lcall")
@@ -39,9 +38,8 @@ return function(M, I)
     ctype = "sl_lcall", label = "limited call", state = C.sl_limit_state, await = C.sl_limit_await,
     drop = C.sl_limit_drop, of = C.sl_limit_of, prim = C.sl_limit_prim,
   })
-  local calls, args, handles, running = H.calls, H.args, H.handles, H.running
-  local result1, results, task_of, dropped = H.result1, H.results, H.task_of, H.dropped
-  local forget, cancel_error = H.forget, H.cancel_error
+  local handles, running, task_of, dropped = H.handles, H.running, H.task_of, H.dropped
+  local forget, cancel_error, run = H.forget, H.cancel_error, H.run
 
   -- Calls C dropped because their scope was cancelled.
   local function reap(lim)
@@ -62,23 +60,9 @@ return function(M, I)
     if C.sl_limit_pending(lim) == 0 then reap(lim) end
   end
 
-  -- A runner's loop is two functions tail-calling each other, so that
-  -- the JIT compiles it: run_call starts the call in slot, ended takes
-  -- its outcome (xpcall's answer) and goes on with the next call.
-  local ended
-
-  local function run_call(lim, me, slot)
-    local c, a, h = calls[slot], args[slot], handles[slot]
-    calls[slot], args[slot], handles[slot] = nil, nil, nil
-    running[slot] = me
-    if type(c) == "function" then
-      if a == nil then return ended(lim, me, slot, h, xpcall(c, on_error)) end
-      return ended(lim, me, slot, h, xpcall(c, on_error, a))
-    end
-    return ended(lim, me, slot, h, xpcall(c[1], on_error, unpack(c, 2, c.n)))
-  end
-
-  function ended(lim, me, slot, h, ok, ...)
+  -- A runner's loop: H.run starts the call in slot, ended takes its
+  -- outcome (xpcall's answer) and goes on with the next call.
+  local function ended(lim, me, slot, h, ok, ...)
     running[slot] = nil
     if not ok then
       task_of[h] = me
@@ -87,18 +71,17 @@ return function(M, I)
       keep_traceback()   -- the runner ends with the call's own traceback
       error((...), 0)
     end
-    local v = ...
-    if v ~= nil and select("#", ...) == 1 then result1[h] = v else results[h] = pack(...) end
+    H.done(h, ...)
     slot = C.sl_limit_continue(lim, slot)
     if slot == 0 then return dispatch(lim) end
-    return run_call(lim, me, slot)
+    return run(ended, lim, me, slot)
   end
 
   -- The body of a runner: calls, one after another, from the head on.
   function runner(lim)
     local slot = C.sl_limit_begin(lim)
     if slot == 0 then return dispatch(lim) end
-    return run_call(lim, c_current(), slot)
+    return run(ended, lim, c_current(), slot)
   end
 
   -- lim(fn, ...) -> handle

@@ -15,8 +15,8 @@
 -- further starts the window allows.  Runners live in the root scope: the
 -- queue is a service, its jobs are not the adding task's children.
 --
--- The handle protocol (call_handles below) is the one sluice.limit's
--- handles follow, written here once over the C functions it needs.
+-- The handles and the runners' loop are the ones sluice.limit's calls
+-- use too (lua/sluice/handles.lua), over this primitive's C functions.
 local ffi = require "ffi"
 local bit = require "bit"
 local sffi = require "sluice.ffi"
@@ -24,8 +24,7 @@ local core = require "sluice.core"
 local call_handles = require "sluice.handles"
 
 local C, fail = sffi.C, sffi.fail
-local type, select, error, xpcall, tostring, setmetatable, unpack, pairs =
-      type, select, error, xpcall, tostring, setmetatable, unpack, pairs
+local type, error, tostring, setmetatable, pairs = type, error, tostring, setmetatable, pairs
 local floor, huge, fmt = math.floor, math.huge, string.format
 local rshift, band = bit.rshift, bit.band
 local c_spawn, c_current = core.spawn, core.current
@@ -36,8 +35,8 @@ local QUEUE_OPTS = { concurrency = true, interval = true, interval_cap = true, m
 
 return function(M, I)
   local raise, describe, raise_cancelled, new_error = I.raise, I.describe, I.raise_cancelled, I.new_error
-  local co_yield, co_isyieldable, PARK, pack = I.co_yield, I.co_isyieldable, I.PARK, I.pack
-  local on_error, keep_traceback = I.on_error, I.keep_traceback
+  local co_yield, co_isyieldable, PARK = I.co_yield, I.co_isyieldable, I.PARK
+  local keep_traceback = I.keep_traceback
 
   ---------------------------------------------------------------- handles
 
@@ -45,8 +44,7 @@ return function(M, I)
     ctype = "sl_qjob", label = "queued job", state = C.sl_jobq_state, await = C.sl_jobq_await,
     drop = C.sl_jobq_drop, of = C.sl_jobq_of, prim = C.sl_jobq_prim,
   })
-  local calls, args, handles, running = H.calls, H.args, H.handles, H.running
-  local result1, results, task_of, owners = H.result1, H.results, H.task_of, H.owners
+  local handles, running, task_of = H.handles, H.running, H.task_of
   local forget, cancel_error = H.forget, H.cancel_error
 
   local queue_t = ffi.typeof("sl_jobq")
@@ -65,19 +63,8 @@ return function(M, I)
     end
   end
 
-  -- A runner's loop is functions tail-calling each other, so that the
-  -- JIT compiles it: run_call starts the job in slot, ended takes its
+  -- A runner's loop: H.run starts the job in slot, ended takes its
   -- outcome (xpcall's answer), after_take goes on with C's next answer.
-  local function run_call(q, me, slot)
-    local c, a, h = calls[slot], args[slot], handles[slot]
-    calls[slot], args[slot], handles[slot], owners[slot] = nil, nil, nil, nil
-    running[slot] = me
-    if type(c) == "function" then
-      if a == nil then return ended(q, me, slot, h, xpcall(c, on_error)) end
-      return ended(q, me, slot, h, xpcall(c, on_error, a))
-    end
-    return ended(q, me, slot, h, xpcall(c[1], on_error, unpack(c, 2, c.n)))
-  end
 
   function ended(q, me, slot, h, ok, ...)
     running[slot] = nil
@@ -93,15 +80,14 @@ return function(M, I)
       keep_traceback()
       error((...), 0)
     end
-    local v = ...
-    if v ~= nil and select("#", ...) == 1 then result1[h] = v else results[h] = pack(...) end
+    H.done(h, ...)
     return after_take(q, me, C.sl_jobq_continue(q, slot))
   end
 
   -- r: a slot to run, 0 to end, -1 parked as the keeper (yield here,
   -- woken when the window frees, or to leave).
   function after_take(q, me, r)
-    if r > 0 then return run_call(q, me, r) end
+    if r > 0 then return H.run(ended, q, me, r) end
     if r == 0 then return dispatch(q) end
     co_yield(PARK)
     r = C.sl_jobq_retake(q)
