@@ -2,6 +2,7 @@
 -- fire (real clock only), and the warning for a task that runs too long
 -- without yielding.  The real-clock cases run a child sluice process.
 local sluice = require "sluice"
+local msg_of = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua").msg_of
 
 local BIN = os.getenv("SLUICE_BIN") or "build/sluice"
 
@@ -20,12 +21,6 @@ local function run_child(src)
   return out:gsub("rc=%d+\n$", ""), rc, path
 end
 
-local function msg_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
 
 local SPIN = [[
 local sluice = require "sluice"

@@ -10,19 +10,8 @@
 local sluice = require "sluice"
 local ffi = require "ffi"
 
--- The error fn(...) raises (it must raise).
-local function error_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok)
-  return err
-end
-
--- The message of the `invalid` error fn(...) raises.
-local function msg_of(fn, ...)
-  local err = error_of(fn, ...)
-  assert.equal("invalid", err.kind)
-  return err.message
-end
+local util = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua")
+local error_of, msg_of = util.error_of, util.msg_of
 
 local SUPPORT = (debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/"
 
