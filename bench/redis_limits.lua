@@ -3,7 +3,8 @@
 --   sluice bench/redis_limits.lua [N]          (needs redis-server)
 --
 -- Starts a throwaway redis-server and reports, for an uncontended
--- semaphore acquire/release pair and a token bucket take: the round trips
+-- semaphore acquire/release pair and a token bucket take (one token per
+-- round trip, and with batch = 16: up to 16 per round trip): the round trips
 -- per operation (the scripts the server ran, from INFO commandstats) and
 -- throughput from
 -- one process (64 tasks pipelining on one client), then from 4
@@ -33,7 +34,8 @@ end
 -- n operations of kind spread over TASKS tasks; returns the seconds taken
 local function run_ops(c, kind, n)
   local sem = redis.semaphore(c, "bench", TASKS * 8, { lease = 30 })
-  local bucket = redis.token_bucket(c, "bench", { capacity = 1e9, rate = 1e9 })
+  local bucket = redis.token_bucket(c, "bench", { capacity = 1e9, rate = 1e9,
+    batch = kind == "batch" and 16 or 1 })
   local per = math.ceil(n / TASKS)
   local start = sluice.uv.hrtime()
   local all = {}
@@ -46,6 +48,7 @@ local function run_ops(c, kind, n)
   end
   for i = 1, TASKS do all[i]:await() end
   sem:close()
+  bucket:close()
   return (sluice.uv.hrtime() - start) / 1e9, per * TASKS
 end
 
@@ -73,8 +76,10 @@ local bin, self = arg[-1] or "sluice", debug.getinfo(1, "S").source:sub(2)
 
 sluice.run(function()
   local c = redis.connect { port = port }
-  for _, kind in ipairs { "sem", "take" } do
-    local label = kind == "sem" and "semaphore acquire+release" or "token_bucket take"
+  local LABEL = { sem = "semaphore acquire+release", take = "token_bucket take",
+                  batch = "take, batch = 16" }
+  for _, kind in ipairs { "sem", "take", "batch" } do
+    local label = LABEL[kind]
     run_ops(c, kind, TASKS)                     -- scripts loaded
     local before = commands(c)
     local secs, n = run_ops(c, kind, N)

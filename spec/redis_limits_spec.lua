@@ -53,8 +53,8 @@ describe("sluice.redis distributed limits", function()
       assert.equal("redis.semaphore: permits must be a positive integer (got inf)", msg(c, "s", math.huge))
       assert.equal('redis.semaphore: permits must be a positive integer (got "3")', msg(c, "s", "3"))
       assert.equal("redis.semaphore: permits must be a positive integer (got nil)", msg(c, "s"))
-      assert.equal("redis.semaphore: client must be a redis client (got nil)", msg(nil, "s", 1))
-      assert.equal("redis.semaphore: client must be a redis client (got 1)", msg(1, "s", 1))
+      assert.equal("redis.semaphore: client must be a redis client or a pool of them (got nil)", msg(nil, "s", 1))
+      assert.equal("redis.semaphore: client must be a redis client or a pool of them (got 1)", msg(1, "s", 1))
       assert.equal('redis.semaphore: name must be a non-empty string (got "")', msg(c, "", 1))
       assert.equal("redis.semaphore: name must be a non-empty string (got 5)", msg(c, 5, 1))
       assert.equal("redis.semaphore: lease must be a finite positive number (got 0)",
@@ -91,7 +91,7 @@ describe("sluice.redis distributed limits", function()
       assert.is_true(s:release(e))
       assert.equal("semaphore:release: lease " .. e.id .. " already released", fails(s.release, s, e).message)
       assert.equal(0, s:held())
-      assert.equal('redis semaphore "s" (2 permits)', tostring(s))
+      assert.equal('redis semaphore "s" (2 permits, shared)', tostring(s))
       s:close()
     end)
 
@@ -288,17 +288,94 @@ describe("sluice.redis distributed limits", function()
       os.remove(log)
     end)
 
-    it("3 processes share a bucket's rate within 5%", function()
+    -- Redis killed 1 s into a 3 s run of 2 processes, back 0.8 s later.
+    local function restart_run(fallback)
+      local log = os.tmpname()
       local cmd = {}
-      for _ = 1, 3 do
-        cmd[#cmd + 1] = string.format("%s %s bucket %d rb 5 100 2 &", BIN, WORKER, srv.port)
+      for _ = 1, 2 do
+        cmd[#cmd + 1] = string.format("%s %s restart %d rr 3 3 %d &", BIN, WORKER, srv.port, fallback)
+      end
+      local p = io.popen("(" .. table.concat(cmd, " ") .. " wait) > " .. log .. " 2>&1", "w")
+      os.execute("sleep 1")
+      srv:kill()
+      os.execute("sleep 0.8")
+      srv:revive()
+      p:close()
+      local out = read("cat " .. log)
+      os.remove(log)
+      c:close()
+      c = redis.connect { port = srv.port }     -- the one before went with the server
+      return out
+    end
+
+    it("a Redis restart mid-run: callers fail fast meanwhile, then go on", function()
+      local out = restart_run(0)
+      local lines = {}
+      for shared, failed, events in out:gmatch("shared=(%d+) local=0 failed=(%d+) events=(%S+)\nok\n") do
+        lines[#lines + 1] = { tonumber(shared), tonumber(failed), events }
+      end
+      assert.equal(2, #lines, out)
+      for _, l in ipairs(lines) do
+        assert.is_true(l[1] > 20 and l[2] > 0, out)
+        assert.equal("shared>down,down>shared", l[3])
+      end
+    end)
+
+    it("a Redis restart mid-run: with a fallback share, callers go on locally, then shared again", function()
+      local out = restart_run(1)
+      local lines = {}
+      for shared, loc, events in out:gmatch("shared=(%d+) local=(%d+) failed=0 events=(%S+)\nok\n") do
+        lines[#lines + 1] = { tonumber(shared), tonumber(loc), events }
+      end
+      assert.equal(2, #lines, out)
+      for _, l in ipairs(lines) do
+        assert.is_true(l[1] > 20 and l[2] > 5, out)
+        assert.equal("shared>fallback,fallback>shared", l[3])
+      end
+    end)
+
+    -- The bound checked on the server's times of the grants: in any span
+    -- [t1, t2], at most capacity + rate * (t2 - t1) grants.  A time is
+    -- stamped just after its grant, late by up to a round trip, so one
+    -- grant per process of slack; with batch = k, a process may spend up
+    -- to k - 1 tokens it took earlier, so k per process.
+    local function check_bucket_run(key, slack, cap, rate, secs)
+      local times = c:call("LRANGE", key .. ":times", 0, -1)
+      for i = 1, #times do times[i] = tonumber(times[i]) end
+      table.sort(times)
+      local n = #times
+      assert.equal(n, tonumber(c:call("GET", key .. ":taken")))
+      -- a full bucket, then secs at the rate; each process may take one
+      -- more reservation that ends after its last second
+      local expected = cap + rate * secs
+      assert.is_true(math.abs(n - expected) <= expected * 0.05, "taken " .. n .. ", expected " .. expected)
+      local worst = -math.huge
+      for i = 1, n do
+        for j = i, n do
+          worst = math.max(worst, (j - i + 1) - (cap + rate * (times[j] - times[i])))
+        end
+      end
+      assert.is_true(worst <= slack, "a span held " .. worst .. " grants over capacity + rate * t")
+    end
+
+    it("4 processes share a bucket's rate within 5% over 10 s, never above capacity + rate * t", function()
+      local cmd = {}
+      for _ = 1, 4 do
+        cmd[#cmd + 1] = string.format("%s %s bucket %d rb 5 100 10 &", BIN, WORKER, srv.port)
       end
       local out = read("(" .. table.concat(cmd, " ") .. " wait) 2>&1")
-      assert.equal("ok\nok\nok\n", out)
-      -- 2 s at 100/s after a full bucket of 5; each process may take one
-      -- more reservation that ends after its 2 s
-      local n = tonumber(c:call("GET", "rb:taken"))
-      assert.is_true(math.abs(n - 205) <= 205 * 0.05, "taken " .. n)
+      assert.equal("ok\nok\nok\nok\n", out)
+      check_bucket_run("rb", 4, 5, 100, 10)
+    end)
+
+    it("with batch = 8 the same bounds hold across 4 processes", function()
+      local cmd = {}
+      for _ = 1, 4 do
+        cmd[#cmd + 1] = string.format("%s %s bucket %d bb 5 100 3 8 &", BIN, WORKER, srv.port)
+      end
+      local out = read("(" .. table.concat(cmd, " ") .. " wait) 2>&1")
+      assert.equal("ok\nok\nok\nok\n", out)
+      check_bucket_run("bb", 4 * 8, 5, 100, 3)
     end)
   end)
 end)

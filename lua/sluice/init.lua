@@ -66,6 +66,7 @@ local function describe(v)
   end
   return type(v)
 end
+debug.getregistry()["sluice.describe"] = describe
 
 local function check_duration(fn, name, v, allow_zero)
   if type(v) ~= "number" or v ~= v or v == huge or v < 0 or (v == 0 and not allow_zero) then

@@ -57,16 +57,7 @@ local function raise_cancelled(level)
   error(cancelled_error(c_current(), (level or 1) + 1), 0)
 end
 
-local function describe(v)
-  if type(v) == "number" then
-    if v ~= v then return "nan" end
-    if v == huge then return "inf" elseif v == -huge then return "-inf" end
-    return fmt("%.14g", v)
-  elseif type(v) == "string" then
-    return fmt("%q", #v > 20 and v:sub(1, 20) .. "..." or v)
-  end
-  return type(v)
-end
+local describe = registry["sluice.describe"]
 
 -- As the semaphore's: outside a task, or where a yield cannot pass.
 local function blocked(fn)

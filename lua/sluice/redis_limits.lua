@@ -1,6 +1,7 @@
 -- sluice.redis_limits: limits shared by many processes through Redis,
--- added to the redis module (redis.semaphore, redis.lock,
--- redis.token_bucket).
+-- added to the redis module: redis.semaphore and redis.lock here,
+-- redis.token_bucket in sluice.redis_bucket; how they reach Redis (and
+-- what they do when they cannot) is sluice.redis_link.
 --
 --   local sem = redis.semaphore(client, "api", 10, { lease = 10 })
 --   local lease = sem:acquire()        -- blocks the task; lease.token
@@ -33,111 +34,24 @@
 -- or its holder task ends: a crashed process stops renewing and its
 -- permits come back within one lease period.
 --
--- The token bucket keeps {tokens, ts} in the hash {name}:bucket.  take
--- reserves: the script answers "granted now" or "granted after X s"
--- (tokens go below zero, which orders later takers behind) and the taker
--- sleeps exactly that; take's timeout refuses a wait longer than it
--- without reserving anything.
+-- While Redis is out of reach (see sluice.redis_link), acquire fails
+-- fast with kind "unavailable", or with fallback = {permits = n} takes a
+-- permit of a local share of n (a channel of n tokens); the leases it
+-- gives have no fencing token.  A shared lease released then is left to
+-- lapse.
 return function(R, I)
   local sluice = require "sluice"
   local uv = sluice.uv
   local weak_timer = require("sluice.core").weak_timer
+  local K = require("sluice.redis_link")(R, I)
 
-  local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, error, pcall, unpack =
-        type, pairs, next, tostring, tonumber, setmetatable, getmetatable, error, pcall, unpack
+  local type, pairs, next, setmetatable, getmetatable, error, pcall, unpack =
+        type, pairs, next, setmetatable, getmetatable, error, pcall, unpack
   local floor, huge, min, max = math.floor, math.huge, math.min, math.max
   local fmt = string.format
-  local co_isyieldable = coroutine.isyieldable
-
-  local new_error = sluice.error
-
-  local function raise(kind, message, level)
-    error(new_error(kind, message), (level or 1) + 1)
-  end
-  if I and I.raise then raise = I.raise end
-
-  local function describe(v)
-    if type(v) == "number" then
-      if v ~= v then return "nan" end
-      if v == huge then return "inf" elseif v == -huge then return "-inf" end
-      return fmt("%.14g", v)
-    elseif type(v) == "string" then
-      return fmt("%q", #v > 20 and v:sub(1, 20) .. "..." or v)
-    end
-    return type(v)
-  end
-
-  local function need_task(fname)
-    if not co_isyieldable() then raise("invalid", fname .. ": must be called from a task", 3) end
-  end
-
-  local function check_positive(fname, what, v, level)
-    if type(v) ~= "number" or v ~= v or v <= 0 or v == huge then
-      raise("invalid", fmt("%s: %s must be a finite positive number (got %s)", fname, what,
-        describe(v)), level + 1)
-    end
-  end
-
-  local function check_timeout(fname, v, level)
-    if v ~= nil and (type(v) ~= "number" or v ~= v or v < 0) then
-      raise("invalid", fmt("%s: timeout must be a non-negative number or nil (got %s)", fname,
-        describe(v)), level + 1)
-    end
-  end
-
-  local function is_client(c)
-    if c == nil or (type(c) ~= "userdata" and type(c) ~= "table") then return false end
-    local ok, call = pcall(function() return c.call end)
-    return ok and type(call) == "function"
-  end
-
-  local function check_common(fname, client, name, opts, known, level)
-    if not is_client(client) then
-      raise("invalid", fmt("%s: client must be a redis client (got %s)", fname, describe(client)),
-        level + 1)
-    end
-    if type(name) ~= "string" or name == "" then
-      raise("invalid", fmt("%s: name must be a non-empty string (got %s)", fname, describe(name)),
-        level + 1)
-    end
-    if opts == nil then return {} end
-    if type(opts) ~= "table" then
-      raise("invalid", fmt("%s: opts must be a table (got %s)", fname, describe(opts)), level + 1)
-    end
-    for k in pairs(opts) do
-      if not known[k] then
-        raise("invalid", fmt("%s: unknown option %s", fname, describe(k)), level + 1)
-      end
-    end
-    if opts.connect ~= nil and type(opts.connect) ~= "table" then
-      raise("invalid", fmt("%s: connect must be a table (got %s)", fname, describe(opts.connect)),
-        level + 1)
-    end
-    return opts
-  end
+  local raise, describe = K.raise, K.describe
 
   ---------------------------------------------------------------- scripts
-
-  local shas = {}   -- script text -> sha1 (the same on every server)
-
-  -- Runs a script: EVALSHA, and EVAL (then SCRIPT LOAD again) when the
-  -- server answers NOSCRIPT (a restart, SCRIPT FLUSH).
-  local function run(conn, script, nkeys, ...)
-    local sha = shas[script]
-    if not sha then
-      sha = conn:call("SCRIPT", "LOAD", script)
-      shas[script] = sha
-    end
-    local ok, r = pcall(conn.call, conn, "EVALSHA", sha, nkeys, ...)
-    if ok then return r end
-    if type(r) == "table" and r.kind == "redis" and tostring(r.message):find("^NOSCRIPT") then
-      shas[script] = nil
-      r = conn:call("EVAL", script, nkeys, ...)
-      shas[script] = conn:call("SCRIPT", "LOAD", script)
-      return r
-    end
-    error(r, 0)
-  end
 
   -- KEYS: holders, queue, qexp, fence, seq, wake prefix.  Removes expired
   -- leases and dead waiters; notify(free) wakes the owners of the first
@@ -215,59 +129,27 @@ if n > 0 or purged > 0 then notify(free()) end
 return n
 ]]
 
-  -- KEYS: bucket hash; ARGV: capacity, rate, n, max wait (s; -1: any)
-  -- -> {granted, wait s as a string}
-  local TAKE = [[
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local cap, rate, n, maxw = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens, ts = tonumber(v[1]), tonumber(v[2])
-if not tokens then tokens, ts = cap, now end
-tokens = math.min(cap, tokens + math.max(0, now - ts) * rate)
-local wait = 0
-if tokens < n then wait = (n - tokens) / rate end
-local ok = wait == 0 or maxw < 0 or wait <= maxw
-if ok then tokens = tokens - n end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'ts', string.format('%.17g', now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((cap - tokens) / rate * 1000) + 1000)
-return {ok and 1 or 0, string.format('%.17g', wait)}
-]]
-
-  -- KEYS: bucket hash; ARGV: capacity, rate, n: gives back a reservation.
-  local REFUND = [[
-local v = redis.call('HGET', KEYS[1], 'tokens')
-if not v then return 0 end
-local t = math.min(tonumber(ARGV[1]), tonumber(v) + tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', t))
-return 1
-]]
+  -- KEYS: holders -> how many there are
+  local COUNT = "return redis.call('ZCARD', KEYS[1])"
 
   ---------------------------------------------------------------- semaphore
 
-  local SEM_OPTS = { lease = true, timeout = true, connect = true, renew = true }
-  local LOCK_OPTS = { ttl = true, timeout = true, connect = true, renew = true }
+  local SEM_OPTS = { lease = true, timeout = true, connect = true, renew = true,
+                     fallback = true, on_change = true }
+  local LOCK_OPTS = { ttl = true, timeout = true, connect = true, renew = true,
+                      fallback = true, on_change = true }
+  local FALLBACK_OPTS = { permits = true }
 
   local Sem = {}
   Sem.__index = Sem
   local Lease = {}
   Lease.__index = Lease
 
-  local function lease_tostring(l)
+  Lease.__tostring = function(l)
+    if l.fallback then
+      return fmt("redis lease %s (local share%s)", l.id, l.released and ", released" or "")
+    end
     return fmt("redis lease %s (token %d%s)", l.id, l.token, l.released and ", released" or "")
-  end
-  Lease.__tostring = lease_tostring
-
-  -- Opens one more connection to the client's server.
-  local function extra_conn(s)
-    local o = { host = s.client.host, port = s.client.port }
-    for k, v in pairs(s.connect) do o[k] = v end
-    return R.connect(o)
-  end
-
-  local function keys(s)
-    local k = s.keys
-    return k.holders, k.queue, k.qexp, k.fence, k.seq, k.wake
   end
 
   -- This object's id (for its waiters' ids and its wake list): unique
@@ -277,27 +159,41 @@ return 1
     ninst = ninst + 1
     return fmt("%x.%x.%d", uv.os_getpid(), floor(uv.hrtime() / 1000), ninst)
   end
-  local function instance(s) return s.inst end
 
-  -- The listener: BLPOP on the object's wake list, then wake every local
-  -- waiter; it runs while there are waiters.
+  local function eval(s, script, ...)
+    return s.link:eval(script, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6, s.permits, ...)
+  end
+
+  -- The listener: BLPOP on the object's wake list (on a connection of its
+  -- own), then wake every local waiter; it runs while there are waiters.
+  -- A failed BLPOP drops that connection; when a new one cannot be had,
+  -- the link is lost and the waiters find out.
   local function listen(s)
-    while next(s.waiters) and not s.closed do
+    local failures = 0
+    while next(s.waiters) and not s.closed and s.link.state == "shared" do
       if not s.wconn then
-        local ok, c = pcall(extra_conn, s)
-        if not ok then s.failure = c break end
-        if s.closed then c:close() break end
+        local ok, c = pcall(s.link.open, s.link)
+        if s.closed then if ok then c:close() end break end
+        if not ok then s.link:lost(c) break end
         s.wconn = c
       end
-      local wait, now = s.safety, uv.hrtime() / 1e9
+      local wait, t = s.safety, uv.hrtime() / 1e9
       for w in pairs(s.waiters) do
-        if w.due then wait = min(wait, max(w.due - now, 0.01)) end
+        if w.due then wait = min(wait, max(w.due - t, 0.01)) end
       end
-      local ok, e = pcall(s.wconn.call, s.wconn, "BLPOP", s.keys.wake .. s.inst,
-        fmt("%.3f", max(wait, 0.01)))
-      if not ok and not s.closed then s.failure = e end
+      local c = s.wconn
+      local ok, e = pcall(c.call, c, "BLPOP", s.keys.wake .. s.inst, fmt("%.3f", max(wait, 0.01)))
+      if not ok and not s.closed then
+        if not K.unreachable(c, e) then s.failure = e end
+        c:close()
+        s.wconn = nil
+        failures = failures + 1
+        if failures > 1 then s.link:lost(e) end
+      elseif ok then
+        failures = 0
+      end
       for w in pairs(s.waiters) do w.ch:try_send(true) end
-      if not ok then break end
+      if s.failure then break end
     end
     s.listener = nil
     for w in pairs(s.waiters) do w.ch:try_send(true) end
@@ -314,30 +210,24 @@ return 1
   -- A renewal, every lease/3 s, run by a weak timer (as a task of the
   -- root scope, so that no scope of the holder waits for it, and never
   -- keeping a finished program alive).  It stops when the lease is
-  -- released, lost, or its holder task has ended.
+  -- released, lost, or its holder task has ended.  While Redis is out of
+  -- reach it keeps trying: the lease lapses if that lasts a lease period.
   local function renew_tick(s, l, holder)
     if l.released or s.closed then return end
     local st = holder.status
     if st == "done" or st == "failed" or st == "cancelled" then return end
-    local ok, r = pcall(run, s.client, RENEW, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6,
-      s.permits, s.lease_ms, l.id)
-    if ok and r == 0 then l.lost = true return end
+    local ok, reached, r = pcall(eval, s, RENEW, s.lease_ms, l.id)
+    if ok and reached and r == 0 then l.lost = true return end
     if not l.released and not s.closed then l.timer:arm(sluice.now() + s.lease / 3) end
   end
 
-  local function try_once(s, id, try)
-    return run(s.client, ACQUIRE, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6,
-      s.permits, s.lease_ms, id, s.wttl_ms, try and 1 or 0)
-  end
-
   local function leave(s, id)
-    sluice.shield(function()
-      pcall(run, s.client, RELEASE, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6, s.permits, 0, id)
-    end)
+    sluice.shield(function() pcall(eval, s, RELEASE, 0, id) end)
   end
 
   local function granted(s, id, token)
-    local l = setmetatable({ id = id, token = token, limiter = s, released = false, lost = false }, Lease)
+    local l = setmetatable({ id = id, token = token, limiter = s, released = false, lost = false,
+                             fallback = false }, Lease)
     s.holding[l] = true
     if s.renew then
       l.timer = weak_timer(renew_tick, s, l, sluice.current())
@@ -346,8 +236,6 @@ return 1
     return l
   end
 
-  -- sem:acquire([timeout]) -> lease | nil, "timeout".  The timeout runs on
-  -- the server's clock; 0 tries once without queueing.
   local function check_self(s, what)
     if getmetatable(s) ~= Sem then
       raise("invalid", fmt("redis limiter:%s: self must be a redis semaphore or lock (got %s)", what,
@@ -355,42 +243,82 @@ return 1
     end
   end
 
-  function Sem.acquire(s, timeout)
-    check_self(s, "acquire")
-    local fname = s.kind .. ":acquire"
-    check_timeout(fname, timeout, 2)
-    if timeout == nil then timeout = s.timeout end
-    if s.closed then raise("closed", fname .. ": the limiter is closed", 2) end
-    need_task(fname)
+  -- Queued on the server: wait for wake-ups and try again.  -> id, token
+  -- | nil (timed out) | false (Redis out of reach).
+  local function wait_shared(s, fname, id, deadline, t0)
+    local w = { ch = sluice.channel(1) }
+    while true do
+      if deadline then w.due = uv.hrtime() / 1e9 + (deadline - t0) / 1000 end
+      wait_wake(s, w)
+      if s.closed then raise("closed", fname .. ": the limiter is closed", 1) end
+      if s.failure then
+        local e = s.failure
+        s.failure = nil
+        error(e, 0)
+      end
+      local ok, r = eval(s, ACQUIRE, s.lease_ms, id, s.wttl_ms, 0)
+      if not ok then return false end
+      if r[1] == 1 then return id, r[3] end
+      if deadline and r[2] >= deadline then return nil end
+    end
+  end
+
+  -- -> lease | nil, "timeout" | false (Redis out of reach)
+  local function acquire_shared(s, fname, timeout)
     s.seq = s.seq + 1
-    local id = instance(s) .. ":" .. s.seq
-    local r = try_once(s, id, timeout == 0)
+    local id = s.inst .. ":" .. s.seq
+    local pok, ok, r = pcall(eval, s, ACQUIRE, s.lease_ms, id, s.wttl_ms, timeout == 0 and 1 or 0)
+    if not pok then
+      -- cancelled with the script sent: it may have granted or queued id
+      if s.link.state == "shared" then leave(s, id) end
+      error(ok, 0)
+    end
+    if not ok then return false end
     if r[1] == 1 then return granted(s, id, r[3]) end
     if timeout == 0 then return nil, "timeout" end
     local deadline = timeout and timeout ~= huge and r[2] + timeout * 1000 or nil
-    local w = { ch = sluice.channel(1) }
-    local ok, res, tok = pcall(function()
-      while true do
-        if deadline then w.due = uv.hrtime() / 1e9 + (deadline - r[2]) / 1000 end
-        wait_wake(s, w)
-        if s.closed then raise("closed", fname .. ": the limiter is closed", 1) end
-        if s.failure then
-          local e = s.failure
-          s.failure = nil
-          error(e, 0)
-        end
-        r = try_once(s, id, false)
-        if r[1] == 1 then return id, r[3] end
-        if deadline and r[2] >= deadline then return nil end
-      end
-    end)
-    if ok and res then return granted(s, id, tok) end
-    if not s.closed then leave(s, id) end
-    if not ok then error(res, 0) end
+    local pok, res, tok = pcall(wait_shared, s, fname, id, deadline, r[2])
+    if pok and res then return granted(s, id, tok) end
+    if not s.closed and s.link.state == "shared" then leave(s, id) end
+    if not pok then error(res, 0) end
+    if res == false then return false end
     return nil, "timeout"
   end
 
-  -- sem:release(lease) -> true | false (false: it had expired meanwhile)
+  -- The local share, while Redis is out of reach: a channel holding one
+  -- token per permit (FIFO, cancel-safe, released by any task).
+  local function acquire_local(s, timeout)
+    local v
+    if timeout == 0 then v = s.share:try_recv() else v = s.share:recv(timeout) end
+    if v == nil then return nil, "timeout" end
+    s.seq = s.seq + 1
+    local l = setmetatable({ id = s.inst .. ":local:" .. s.seq, limiter = s, released = false,
+                             lost = false, fallback = true }, Lease)
+    s.holding[l] = true
+    return l
+  end
+
+  -- sem:acquire([timeout]) -> lease | nil, "timeout".  The timeout runs on
+  -- the server's clock; 0 tries once without queueing.
+  function Sem.acquire(s, timeout)
+    check_self(s, "acquire")
+    local fname = s.kind .. ":acquire"
+    K.check_timeout(fname, timeout, 2)
+    if timeout == nil then timeout = s.timeout end
+    if s.closed then raise("closed", fname .. ": the limiter is closed", 2) end
+    K.need_task(fname)
+    local t0 = sluice.now()
+    if s.link:ready() then
+      local l, why = acquire_shared(s, fname, timeout)
+      if l ~= false then return l, why end
+    end
+    if not s.share then s.link:unavailable(fname, 2) end
+    if timeout and timeout ~= huge then timeout = max(0, timeout - (sluice.now() - t0)) end
+    return acquire_local(s, timeout)
+  end
+
+  -- sem:release(lease) -> true | false (false: it had expired meanwhile,
+  -- or Redis is out of reach and it will lapse by itself)
   function Sem.release(s, l)
     check_self(s, "release")
     local fname = s.kind .. ":release"
@@ -399,13 +327,14 @@ return 1
         describe(l)), 2)
     end
     if l.released then raise("invalid", fmt("%s: lease %s already released", fname, l.id), 2) end
-    need_task(fname)
+    K.need_task(fname)
     l.released = true
     s.holding[l] = nil
+    if l.fallback then return s.share:try_send(true) end
     if l.timer then l.timer:stop() end
     if s.closed then return false end
-    local n = run(s.client, RELEASE, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6, s.permits, 0, l.id)
-    return n > 0 and not l.lost
+    local ok, n = eval(s, RELEASE, 0, l.id)
+    return ok and n > 0 and not l.lost
   end
 
   -- sem:with(fn, ...) -> fn's results; the lease is released however fn ends.
@@ -424,136 +353,107 @@ return 1
 
   -- sem:held() -> the number of permits held now (all processes).
   function Sem.held(s)
-    need_task(s.kind .. ":held")
+    check_self(s, "held")
+    local fname = s.kind .. ":held"
+    K.need_task(fname)
     -- a release of no lease: it clears what has expired, then we count
-    run(s.client, RELEASE, 6, s.k1, s.k2, s.k3, s.k4, s.k5, s.k6, s.permits, 0, "-")
-    return s.client:call("ZCARD", s.k1)
+    local ok = eval(s, RELEASE, 0, "-")
+    local n
+    if ok then ok, n = s.link:eval(COUNT, 1, s.k1) end
+    if not ok then s.link:unavailable(fname, 2) end
+    return n
   end
 
   -- sem:close(): stops the renewals and the listener, closes the
-  -- limiter's own connection (the leases held lapse after a lease period).
+  -- limiter's own connections (the leases held lapse after a lease period).
   function Sem.close(s)
+    check_self(s, "close")
     if s.closed then return end
     s.closed = true
     for l in pairs(s.holding) do
       if l.timer then l.timer:stop() end
     end
     if s.wconn then s.wconn:close() s.wconn = nil end
+    s.link:close()
     for w in pairs(s.waiters) do w.ch:try_send(true) end
   end
 
   Sem.__tostring = function(s)
-    return fmt("redis %s %q (%d permits)", s.kind, s.name, s.permits)
+    return fmt("redis %s %q (%d permits, %s)", s.kind, s.name, s.permits, s.state)
   end
 
-  local function new_sem(kind, client, name, permits, lease, opts)
+  local function new_sem(kind, target, is_pool, name, permits, lease, opts)
     local p = "{" .. name .. "}:"
     local s = setmetatable({
-      kind = kind, client = client, name = name, permits = permits, lease = lease,
+      kind = kind, name = name, permits = permits, lease = lease,
       lease_ms = floor(lease * 1000 + 0.5), wttl_ms = floor(max(lease, 3) * 1000),
-      safety = min(lease, 1), timeout = opts.timeout, connect = opts.connect or {},
+      safety = min(lease, 1), timeout = opts.timeout,
       renew = opts.renew ~= false, seq = 0, waiters = {}, holding = {}, closed = false,
-      keys = { holders = p .. "holders", queue = p .. "queue", qexp = p .. "qexp",
+      state = "shared", keys = { holders = p .. "holders", queue = p .. "queue", qexp = p .. "qexp",
                fence = p .. "fence", seq = p .. "seq", wake = p .. "wake:" },
     }, Sem)
+    local k = s.keys
+    s.k1, s.k2, s.k3, s.k4, s.k5, s.k6 = k.holders, k.queue, k.qexp, k.fence, k.seq, k.wake
     s.inst = new_instance()
-    s.k1, s.k2, s.k3, s.k4, s.k5, s.k6 = keys(s)
+    local on_change = opts.on_change
+    s.link = K.new(target, is_pool, { connect = opts.connect, fallback = opts.fallback,
+      on_change = function(from, to, err)
+        s.state = to
+        if to ~= "shared" then
+          -- the waiters find the state changed; the listener stops
+          for w in pairs(s.waiters) do w.ch:try_send(true) end
+        end
+        if on_change then on_change(from, to, err) end
+      end })
+    if opts.fallback then
+      s.share = sluice.channel(opts.fallback.permits)
+      for _ = 1, opts.fallback.permits do s.share:try_send(true) end
+    end
     return s
   end
 
-  -- redis.semaphore(client, name, permits [, {lease=10, timeout=, connect=, renew=}])
-  function R.semaphore(client, name, permits, opts)
+  local function check_sem_fallback(fname, fb, default, level)
+    fb = K.check_fallback(fname, fb, FALLBACK_OPTS, level + 1)
+    if fb == nil then return nil end
+    local n = fb.permits
+    if n == nil then n = default end
+    K.check_count(fname, "fallback.permits", n, level + 1)
+    return { permits = n }
+  end
+
+  -- redis.semaphore(client_or_pool, name, permits [, {lease=10, timeout=,
+  -- connect=, renew=, fallback={permits=}, on_change=}])
+  function R.semaphore(target, name, permits, opts)
     local fname = "redis.semaphore"
-    opts = check_common(fname, client, name, opts, SEM_OPTS, 2)
-    if type(permits) ~= "number" or permits ~= floor(permits) or permits < 1 or permits == huge then
-      raise("invalid", fmt("%s: permits must be a positive integer (got %s)", fname,
-        describe(permits)), 2)
-    end
+    local is_pool
+    opts, is_pool = K.check_common(fname, target, name, opts, SEM_OPTS, 2)
+    K.check_count(fname, "permits", permits, 2)
     local lease = opts.lease or 10
-    check_positive(fname, "lease", lease, 2)
-    check_timeout(fname, opts.timeout, 2)
-    return new_sem("semaphore", client, name, permits, lease, opts)
+    K.check_positive(fname, "lease", lease, 2)
+    K.check_timeout(fname, opts.timeout, 2)
+    local fb = check_sem_fallback(fname, opts.fallback, nil, 2)
+    local o = setmetatable({ fallback = fb }, { __index = opts })
+    return new_sem("semaphore", target, is_pool, name, permits, lease, o)
   end
 
-  -- redis.lock(client, name [, {ttl=10, timeout=, connect=, renew=}]): a
-  -- semaphore of one permit; lease.token is the fencing token.
-  function R.lock(client, name, opts)
+  -- redis.lock(client_or_pool, name [, {ttl=10, timeout=, connect=,
+  -- renew=, fallback={}, on_change=}]): a semaphore of one permit;
+  -- lease.token is the fencing token.
+  function R.lock(target, name, opts)
     local fname = "redis.lock"
-    opts = check_common(fname, client, name, opts, LOCK_OPTS, 2)
+    local is_pool
+    opts, is_pool = K.check_common(fname, target, name, opts, LOCK_OPTS, 2)
     local ttl = opts.ttl or 10
-    check_positive(fname, "ttl", ttl, 2)
-    check_timeout(fname, opts.timeout, 2)
-    return new_sem("lock", client, name, 1, ttl, opts)
-  end
-
-  ---------------------------------------------------------------- token bucket
-
-  local BUCKET_OPTS = { capacity = true, rate = true }
-  local Bucket = {}
-  Bucket.__index = Bucket
-  Bucket.__tostring = function(b)
-    return fmt("redis token_bucket %q (capacity %s, rate %s/s)", b.name, describe(b.capacity),
-      describe(b.rate))
-  end
-
-  local function check_n(b, fname, n)
-    if n == nil then return 1 end
-    check_positive(fname, "n", n, 3)
-    if n > b.capacity then
-      raise("invalid", fmt("%s: n %s exceeds the capacity %s", fname, describe(n),
-        describe(b.capacity)), 3)
+    K.check_positive(fname, "ttl", ttl, 2)
+    K.check_timeout(fname, opts.timeout, 2)
+    local fb = check_sem_fallback(fname, opts.fallback, 1, 2)
+    if fb and fb.permits ~= 1 then
+      raise("invalid", fmt("%s: fallback.permits must be 1 (got %s)", fname,
+        describe(fb.permits)), 2)
     end
-    return n
+    local o = setmetatable({ fallback = fb }, { __index = opts })
+    return new_sem("lock", target, is_pool, name, 1, ttl, o)
   end
 
-  local function check_bucket(b, fname)
-    if getmetatable(b) ~= Bucket then
-      raise("invalid", fmt("%s: self must be a redis token_bucket (got %s)", fname, describe(b)), 3)
-    end
-  end
-
-  -- b:take([n [, timeout]]) -> true | nil, "timeout"
-  function Bucket.take(b, n, timeout)
-    local fname = "redis.token_bucket:take"
-    check_bucket(b, fname)
-    n = check_n(b, fname, n)
-    check_timeout(fname, timeout, 2)
-    need_task(fname)
-    local r = run(b.client, TAKE, 1, b.key, b.capacity, b.rate, n,
-      timeout == nil and -1 or timeout == huge and -1 or timeout)
-    if r[1] ~= 1 then return nil, "timeout" end
-    local wait = tonumber(r[2])
-    if wait > 0 then
-      local ok, e = pcall(sluice.sleep, wait)
-      if not ok then
-        sluice.shield(function() pcall(run, b.client, REFUND, 1, b.key, b.capacity, b.rate, n) end)
-        error(e, 0)
-      end
-    end
-    return true
-  end
-
-  -- b:try_take([n]) -> true | false, never waits.
-  function Bucket.try_take(b, n)
-    local fname = "redis.token_bucket:try_take"
-    check_bucket(b, fname)
-    n = check_n(b, fname, n)
-    need_task(fname)
-    local r = run(b.client, TAKE, 1, b.key, b.capacity, b.rate, n, 0)
-    return r[1] == 1 and tonumber(r[2]) == 0
-  end
-
-  -- redis.token_bucket(client, name, {capacity=, rate=})
-  function R.token_bucket(client, name, opts)
-    local fname = "redis.token_bucket"
-    if opts == nil then
-      raise("invalid", fname .. ": opts must be a table (got nil)", 2)
-    end
-    opts = check_common(fname, client, name, opts, BUCKET_OPTS, 2)
-    check_positive(fname, "capacity", opts.capacity, 2)
-    check_positive(fname, "rate", opts.rate, 2)
-    return setmetatable({ client = client, name = name, capacity = opts.capacity,
-      rate = opts.rate, key = "{" .. name .. "}:bucket" }, Bucket)
-  end
-
+  require("sluice.redis_bucket")(R, I, K)
 end

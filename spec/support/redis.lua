@@ -3,6 +3,7 @@
 --   local servers = require "spec.support.redis"
 --   local srv = servers.start()              -- or start{ "--requirepass", "s" }
 --   ... srv.port, srv.pid ...
+--   srv:kill()  srv:revive()                 -- a crash, then the same port again
 --   srv:stop()                               -- also servers.stop_all()
 --
 -- Each server listens on 127.0.0.1 on a free port, keeps nothing on disk
@@ -47,8 +48,15 @@ end
 local Server = {}
 Server.__index = Server
 
+-- Running, and not a zombie waiting to be reaped (a daemonized server's
+-- parent is init, which may reap it much later).
 local function alive(pid)
-  return sh("kill -0 " .. pid .. " 2>/dev/null")
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return sh("kill -0 " .. pid .. " 2>/dev/null") end
+  local stat = f:read("*a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z"
 end
 
 -- Stops the server (SIGKILL with hard = true) and waits until it is gone.
@@ -67,19 +75,33 @@ function Server:stop(hard)
   end
 end
 
+function Server:alive()
+  return self.pid ~= nil and alive(self.pid)
+end
+
 -- Kills the server at once (kill -9), as a crash would.
 function Server:kill()
   self:stop(true)
 end
 
-function M.start(extra)
+-- Starts a stopped (or killed) server again on the same port, empty.
+function Server:revive()
+  local again = M.start(self.extra, self.port)
+  for i, s in ipairs(running) do
+    if s == again then running[i] = self end
+  end
+  self.pid, self.dir = again.pid, again.dir
+  return self
+end
+
+function M.start(extra, port)
   if not sh("command -v redis-server >/dev/null 2>&1") then
     error("spec/support/redis.lua: redis-server is not installed (Debian: apt-get install redis-server);" ..
       " the redis specs need a real server", 2)
   end
   local dir = read("mktemp -d"):gsub("%s+$", "")
   assert(dir ~= "", "spec/support/redis.lua: mktemp -d failed")
-  local srv = setmetatable({ dir = dir, port = M.free_port() }, Server)
+  local srv = setmetatable({ dir = dir, port = port or M.free_port(), extra = extra }, Server)
   local args = { "redis-server", "--port", srv.port, "--bind", "127.0.0.1", "--save", q(""),
     "--appendonly", "no", "--dir", q(dir), "--daemonize", "yes", "--pidfile", q(dir .. "/redis.pid"),
     "--logfile", q(dir .. "/redis.log"), "--enable-debug-command", "local" }

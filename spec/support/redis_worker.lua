@@ -7,9 +7,16 @@
 --     TASKS tasks each hold a permit of semaphore NAME for HOLD s; on
 --     entering, a script increments NAME:cur and keeps NAME:max; on
 --     leaving it decrements NAME:cur and increments NAME:done.
---   bucket PORT NAME CAPACITY RATE SECONDS
+--   bucket PORT NAME CAPACITY RATE SECONDS [BATCH]
 --     takes one token at a time for SECONDS s (real clock), counting the
---     grants in NAME:taken.
+--     grants in NAME:taken and pushing the server's time of each onto
+--     the list NAME:times (seconds, as a string).
+--   restart PORT NAME PERMITS SECONDS FALLBACK
+--     4 tasks loop over sem:with for SECONDS s, holding 10 ms each, while
+--     the harness restarts Redis; FALLBACK is the local share's permits
+--     (0: none, fail fast).  Prints "shared=S local=L failed=F
+--     events=..." (grants on each side, unavailable errors, on_change's
+--     calls) before "ok".
 --   hold PORT NAME PERMITS N LEASE
 --     acquires N permits, prints "held", and waits to be killed.
 --
@@ -26,6 +33,12 @@ local c = redis.call('INCR', KEYS[1])
 local m = tonumber(redis.call('GET', KEYS[2]) or '0')
 if c > m then redis.call('SET', KEYS[2], c) end
 return c
+]]
+
+local STAMP = [[
+local t = redis.call('TIME')
+redis.call('RPUSH', KEYS[1], t[1] .. '.' .. string.format('%06d', tonumber(t[2])))
+return redis.call('INCR', KEYS[2])
 ]]
 
 sluice.run(function()
@@ -48,12 +61,44 @@ sluice.run(function()
     sem:close()
   elseif mode == "bucket" then
     local cap, rate, secs = tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6])
-    local b = redis.token_bucket(c, name, { capacity = cap, rate = rate })
+    local batch = tonumber(arg[7]) or 1
+    local b = redis.token_bucket(c, name, { capacity = cap, rate = rate, batch = batch })
     local stop = sluice.now() + secs
     while sluice.now() < stop do
       b:take(1)
-      c:call("INCR", name .. ":taken")
+      c:call("EVAL", STAMP, 2, name .. ":times", name .. ":taken")
     end
+    b:close()
+  elseif mode == "restart" then
+    local permits, secs, fb = tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6])
+    local events, n = {}, { shared = 0, ["local"] = 0, failed = 0 }
+    local sem = redis.semaphore(c, name, permits, { lease = 2,
+      fallback = fb > 0 and { permits = fb } or nil,
+      on_change = function(from, to) events[#events + 1] = from .. ">" .. to end })
+    local stop = sluice.now() + secs
+    local all = {}
+    for i = 1, 4 do
+      all[i] = sluice.spawn(function()
+        while sluice.now() < stop do
+          local ok, e = pcall(function()
+            local l = sem:acquire()
+            local side = l.fallback and "local" or "shared"
+            sluice.sleep(0.01)
+            sem:release(l)
+            n[side] = n[side] + 1
+          end)
+          if not ok then
+            if not sluice.is_error(e, "unavailable") then error(e, 0) end
+            n.failed = n.failed + 1
+            sluice.sleep(0.05)
+          end
+        end
+      end)
+    end
+    for i = 1, 4 do all[i]:await() end
+    sem:close()
+    io.write(string.format("shared=%d local=%d failed=%d events=%s\n", n.shared, n["local"], n.failed,
+      table.concat(events, ",")))
   elseif mode == "hold" then
     local permits, n, lease = tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6])
     local sem = redis.semaphore(c, name, permits, { lease = lease })
