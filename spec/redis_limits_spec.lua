@@ -195,6 +195,25 @@ describe("sluice.redis distributed limits", function()
       other:close()
     end)
 
+    it("runs its scripts again after SCRIPT FLUSH (NOSCRIPT falls back to EVAL and reloads)", function()
+      local s = redis.semaphore(c, "fl", 1)
+      s:release(s:acquire())
+      c:call("SCRIPT", "FLUSH")
+      c:call("CONFIG", "RESETSTAT")
+      local l = s:acquire()
+      assert.equal(2, l.token)
+      local function calls(cmd)
+        return tonumber(c:call("INFO", "commandstats"):match("cmdstat_" .. cmd .. ":calls=(%d+)") or 0)
+      end
+      local evals, shas = calls("eval"), calls("evalsha")
+      assert.is_true(evals >= 1)
+      assert.same({ nil, "timeout" }, { s:acquire(0) })   -- loaded again: EVALSHA, no EVAL
+      assert.equal(evals, calls("eval"))
+      assert.equal(shas + 1, calls("evalsha"))
+      s:release(l)
+      s:close()
+    end)
+
     it("fails closed calls after close", function()
       local s = redis.semaphore(c, "cl", 1)
       s:close()
@@ -311,7 +330,7 @@ describe("sluice.redis distributed limits", function()
     it("a Redis restart mid-run: callers fail fast meanwhile, then go on", function()
       local out = restart_run(0)
       local lines = {}
-      for shared, failed, events in out:gmatch("shared=(%d+) local=0 failed=(%d+) events=(%S+)\nok\n") do
+      for shared, failed, events in out:gmatch("shared=(%d+) local=0 failed=(%d+) events=(%S+) after=shared\nok\n") do
         lines[#lines + 1] = { tonumber(shared), tonumber(failed), events }
       end
       assert.equal(2, #lines, out)
@@ -324,7 +343,7 @@ describe("sluice.redis distributed limits", function()
     it("a Redis restart mid-run: with a fallback share, callers go on locally, then shared again", function()
       local out = restart_run(1)
       local lines = {}
-      for shared, loc, events in out:gmatch("shared=(%d+) local=(%d+) failed=0 events=(%S+)\nok\n") do
+      for shared, loc, events in out:gmatch("shared=(%d+) local=(%d+) failed=0 events=(%S+) after=shared\nok\n") do
         lines[#lines + 1] = { tonumber(shared), tonumber(loc), events }
       end
       assert.equal(2, #lines, out)

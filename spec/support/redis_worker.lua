@@ -14,9 +14,10 @@
 --   restart PORT NAME PERMITS SECONDS FALLBACK
 --     4 tasks loop over sem:with for SECONDS s, holding 10 ms each, while
 --     the harness restarts Redis; FALLBACK is the local share's permits
---     (0: none, fail fast).  Prints "shared=S local=L failed=F
---     events=..." (grants on each side, unavailable errors, on_change's
---     calls) before "ok".
+--     (0: none, fail fast).  Then waits (up to 5 s) for a shared lease.
+--     Prints "shared=S local=L failed=F events=... after=shared|none"
+--     (grants on each side, unavailable errors, on_change's calls, the
+--     lease after the run) before "ok".
 --   hold PORT NAME PERMITS N LEASE
 --     acquires N permits, prints "held", and waits to be killed.
 --
@@ -96,9 +97,18 @@ sluice.run(function()
       end)
     end
     for i = 1, 4 do all[i]:await() end
+    -- then, within 5 s, a shared lease again (the probe's backoff is at
+    -- most 2 s; a slow machine may have revived Redis late in the run)
+    local after = "none"
+    for _ = 1, 50 do
+      local ok, l = pcall(sem.acquire, sem)
+      if ok and not l.fallback then sem:release(l) after = "shared" break end
+      if ok then sem:release(l) end
+      sluice.sleep(0.1)
+    end
     sem:close()
-    io.write(string.format("shared=%d local=%d failed=%d events=%s\n", n.shared, n["local"], n.failed,
-      table.concat(events, ",")))
+    io.write(string.format("shared=%d local=%d failed=%d events=%s after=%s\n", n.shared, n["local"],
+      n.failed, table.concat(events, ","), after))
   elseif mode == "hold" then
     local permits, n, lease = tonumber(arg[4]), tonumber(arg[5]), tonumber(arg[6])
     local sem = redis.semaphore(c, name, permits, { lease = lease })
