@@ -1,6 +1,7 @@
 /*
  * sl_redis.c - a Redis client on the runtime's loop: hiredis's async API
- * driven by our own libuv adapter, and the C half of sluice.redis.
+ * driven by our own libuv adapter: the C half of sluice.redis (its Lua
+ * binding is sl_redis_lua.c).
  *
  * Why our own adapter: hiredis's libuv adapter returns early when the
  * poll reports an error, so a refused connection never reaches hiredis
@@ -33,60 +34,14 @@
  * connect or a reply is outstanding; an idle client keeps reading, so a
  * closed connection is noticed, but does not keep the loop alive.
  */
-#include "sl_lua.h"
+#include "sl_redis.h"
 
-#include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SL_REDIS_MT "sluice.redis.client"
-
-enum { SL_RS_CONNECTING, SL_RS_READY, SL_RS_LOST, SL_RS_CLOSED };
-/* Outcomes a woken caller reads (0 is a reply). */
-enum { SL_RO_REPLY, SL_RO_ERROR, SL_RO_LOST, SL_RO_CLOSED, SL_RO_TIMEOUT };
-
-typedef struct sl_redis {
-  redisAsyncContext *ac;   /* NULL once hiredis let go of it */
-  sl_sched *S;
-  uv_poll_t poll;
-  uv_timer_t timer;
-  sl_queue waiting;        /* calls whose caller still waits, oldest first */
-  sl_task *connector;      /* the task blocked in connect */
-  uint64_t timeout_ms;     /* per call; 0: none */
-  double connect_timeout;  /* seconds, for the message */
-  int anchor;              /* registry: the userdata while open */
-  int events;              /* UV_READABLE | UV_WRITABLE wanted by hiredis */
-  int live;                /* the userdata + handles not yet closed */
-  unsigned inflight;       /* hiredis callbacks outstanding */
-  unsigned npending;       /* callers waiting */
-  unsigned setup_left;     /* AUTH / SELECT replies still due */
-  uint8_t state;
-  uint8_t tcp_up;
-  uint8_t freeing;         /* hiredis is freeing (or will free) ac */
-  uint8_t poll_open;
-  uint8_t fail_kind;       /* connect's outcome: SL_RO_* */
-  int port;
-  char host[256];
-  char err[640];           /* connect's failure, then why it was lost */
-} sl_redis;
-
-typedef struct sl_redis_call {
-  sl_queue link;           /* in r->waiting while a caller waits */
-  sl_redis *r;
-  sl_task *task;           /* the waiting caller, NULL once it left */
-  uint64_t deadline;       /* loop time (ms) */
-  int ref;                 /* registry: the outcome's value */
-  uint8_t outcome;
-  uint8_t in_hiredis;      /* its callback has not run yet */
-  uint8_t to_read;         /* a woken caller will take it */
-  uint8_t setup;           /* AUTH / SELECT of the connect */
-} sl_redis_call;
-
-static void sl_redis_teardown(sl_redis *r, int state);
 static void sl_redis_timer_cb(uv_timer_t *h);
 
 /* ---- memory and activity ---- */
@@ -99,14 +54,14 @@ static void sl_redis_closed_cb(uv_handle_t *h) {
   sl_redis_release(h->data);
 }
 
-static void sl_call_free(sl_redis_call *c) {
+void sl_call_free(sl_redis_call *c) {
   if (c->in_hiredis || c->to_read) return;
   if (c->ref != LUA_NOREF) luaL_unref(c->r->S->L, LUA_REGISTRYINDEX, c->ref);
   free(c);
 }
 
 /* The poll counts as loop activity only while something is outstanding. */
-static void sl_redis_activity(sl_redis *r) {
+void sl_redis_activity(sl_redis *r) {
   if (!r->poll_open) return;
   if (r->state == SL_RS_CONNECTING || r->inflight > 0) uv_ref((uv_handle_t *)&r->poll);
   else uv_unref((uv_handle_t *)&r->poll);
@@ -179,7 +134,7 @@ static int sl_redis_attach(sl_redis *r, uv_loop_t *loop) {
 
 /* ---- waking callers ---- */
 
-static void sl_redis_arm(sl_redis *r) {
+void sl_redis_arm(sl_redis *r) {
   sl_redis_call *c;
   uint64_t now;
   if (r->state != SL_RS_READY) return;
@@ -218,7 +173,7 @@ static void sl_redis_fail_all(sl_redis *r, int outcome, const char *msg) {
 
 /* Ends the client: callers fail, the timer closes, hiredis lets go
  * (now, or after the callback it is in), the anchor is released. */
-static void sl_redis_teardown(sl_redis *r, int state) {
+void sl_redis_teardown(sl_redis *r, int state) {
   if (r->state == SL_RS_LOST || r->state == SL_RS_CLOSED) return;
   r->state = (uint8_t)state;
   if (state == SL_RS_LOST) {   /* r->err said why; later calls say it too */
@@ -304,7 +259,7 @@ static void sl_redis_timer_cb(uv_timer_t *h) {
   sl_redis_arm(r);
 }
 
-static int sl_unwait_connect(sl_task *t, int why) {
+int sl_redis_unwait_connect(sl_task *t, int why) {
   sl_redis *r = (sl_redis *)t->wait.arg;
   (void)why;
   r->connector = NULL;
@@ -312,7 +267,7 @@ static int sl_unwait_connect(sl_task *t, int why) {
   return 1;
 }
 
-static int sl_unwait_call(sl_task *t, int why) {
+int sl_redis_unwait_call(sl_task *t, int why) {
   sl_redis_call *c = (sl_redis_call *)t->wait.arg;
   (void)why;
   sl_queue_remove(&c->link);
@@ -389,7 +344,7 @@ static void sl_redis_reply_cb(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 /* Sends argv with a new record; NULL if hiredis refused. */
-static sl_redis_call *sl_redis_send(sl_redis *r, int argc, const char **argv, const size_t *len) {
+sl_redis_call *sl_redis_send(sl_redis *r, int argc, const char **argv, const size_t *len) {
   sl_redis_call *c = malloc(sizeof *c);
   if (!c) return NULL;
   sl_queue_init(&c->link);
@@ -409,26 +364,9 @@ static sl_redis_call *sl_redis_send(sl_redis *r, int argc, const char **argv, co
   return c;
 }
 
-/* ---- the Lua binding ---- */
+/* ---- a new client ---- */
 
-static sl_redis *sl_redis_check(lua_State *L, const char *fn) {
-  sl_redis **box = lua_touserdata(L, 1);
-  int ok = 0;
-  if (box && lua_getmetatable(L, 1)) {
-    luaL_getmetatable(L, SL_REDIS_MT);
-    ok = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-  }
-  if (!ok) sl_raise(L, "invalid", "%s: expected a redis client (got %s)", fn, luaL_typename(L, 1));
-  return *box;
-}
-
-static int sl_redis_cancel_pending(sl_task *t) {
-  return t->cancelled && !t->shield;
-}
-
-
-static sl_redis *sl_redis_new(sl_sched *S, const char *host, int port, double cmd) {
+sl_redis *sl_redis_new(sl_sched *S, const char *host, int port, double cmd) {
   sl_redis *r = calloc(1, sizeof *r);
   if (!r) return NULL;
   r->S = S;
@@ -462,170 +400,30 @@ static void sl_redis_setup(sl_redis *r, const char *password, int db) {
   }
 }
 
-/* core.connect(host, port, password, db, connect_timeout, command_timeout)
- * -> client (the running task is parked: the caller yields, then reads
- * core.connected) | nil, kind, message at once | false if cancelled. */
-static int l_connect(lua_State *L) {
-  const char *host = luaL_checkstring(L, 1);
-  int port = (int)luaL_checkinteger(L, 2);
-  const char *password = luaL_optstring(L, 3, NULL);
-  int db = (int)luaL_optinteger(L, 4, 0);
-  double ct = luaL_optnumber(L, 5, 0), cmd = luaL_optnumber(L, 6, 0);
-  sl_task *t = sl_running(L, "redis.connect");
-  sl_redis *r, **box;
-  if (sl_redis_cancel_pending(t)) return lua_pushboolean(L, 0), 1;
-  if (!(r = sl_redis_new(t->sched, host, port, cmd))) return luaL_error(L, "redis.connect: out of memory");
-  r->ac = redisAsyncConnect(host, port);   /* resolves a host name here, blocking */
-  if (!r->ac || r->ac->err || sl_redis_attach(r, t->sched->loop)) {
-    char why[256];
-    sl_redis_errstr(why, sizeof why, r->ac ? r->ac->c.errstr : "out of memory");
+/* Starts connecting (AUTH / SELECT queued, the connect timeout armed):
+ * 0, or -1 with why set and r given up. */
+int sl_redis_start(sl_redis *r, const char *password, int db, double ct, char *why, size_t n) {
+  r->ac = redisAsyncConnect(r->host, r->port);   /* resolves a host name here, blocking */
+  if (!r->ac || r->ac->err || sl_redis_attach(r, r->S->loop)) {
+    sl_redis_errstr(why, n, r->ac ? r->ac->c.errstr : "out of memory");
     if (r->ac) redisAsyncFree(r->ac);
-    lua_pushnil(L);
-    lua_pushliteral(L, "redis");
-    lua_pushfstring(L, "redis.connect: %s:%d: %s", r->host, port, why);
     uv_close((uv_handle_t *)&r->timer, sl_redis_closed_cb);
     sl_redis_release(r);
-    return 3;
+    return -1;
   }
   redisAsyncSetConnectCallback(r->ac, sl_redis_on_connect);   /* polls for writable */
   sl_redis_setup(r, password, db);
   if (ct > 0) {   /* the loop's cached time may be stale after a long pass */
     r->connect_timeout = ct;
-    uv_update_time(t->sched->loop);
+    uv_update_time(r->S->loop);
     uv_timer_start(&r->timer, sl_redis_timer_cb, (uint64_t)ceil(ct * 1e3), 0);
   }
-  box = lua_newuserdata(L, sizeof *box);
-  *box = r;
-  luaL_getmetatable(L, SL_REDIS_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  r->anchor = luaL_ref(L, LUA_REGISTRYINDEX);
-  r->connector = t;
-  sl_task_park(t, "redis.connect", r, sl_unwait_connect);
-  t->wait.arg = (intptr_t)r;
-  sl_redis_activity(r);
-  return 1;
-}
-
-static const char *const sl_redis_kinds[] = { "redis", "redis", "redis", "closed", "timeout" };
-
-/* core.connected(client) -> true | false, kind, message: how the connect
- * the caller waited for ended. */
-static int l_connected(lua_State *L) {
-  sl_redis *r = sl_redis_check(L, "redis.connect");
-  if (r->fail_kind == SL_RO_REPLY) return lua_pushboolean(L, 1), 1;
-  lua_pushboolean(L, 0);
-  lua_pushstring(L, sl_redis_kinds[r->fail_kind]);
-  lua_pushstring(L, r->err);
-  return 3;
-}
-
-/* Formats a number argument as Redis reads it (integers without ".0"
- * nor exponent) in place on the stack. */
-static void sl_redis_number_arg(lua_State *L, int i) {
-  lua_Number x = lua_tonumber(L, i);
-  char buf[32];
-  int n;
-  if (x == floor(x) && fabs(x) < 9.2e18) n = snprintf(buf, sizeof buf, "%lld", (long long)x);
-  else if (n = snprintf(buf, sizeof buf, "%.15g", (double)x), strtod(buf, NULL) != x)
-    n = snprintf(buf, sizeof buf, "%.17g", (double)x);   /* %.15g unless it loses bits */
-  lua_pushlstring(L, buf, (size_t)n);
-  lua_replace(L, i);
-}
-
-#define SL_REDIS_ARGS 16
-
-/* core.send(client, ...) -> record (the task is parked: the caller
- * yields, then reads core.take) | false if cancelled.  Raises on bad
- * arguments and on a client that is closed or lost. */
-static int l_send(lua_State *L) {
-  sl_redis *r = sl_redis_check(L, "redis:call");
-  int argc = lua_gettop(L) - 1, i;
-  const char *sargv[SL_REDIS_ARGS], **argv = sargv;
-  size_t slen[SL_REDIS_ARGS], *len = slen;
-  sl_task *t;
-  sl_redis_call *c;
-  if (argc == 0) return sl_raise(L, "invalid", "redis:call: argument 1 must be a string or a number (got no value)");
-  for (i = 2; i <= argc + 1; i++) {
-    int ty = lua_type(L, i);
-    if (ty == LUA_TNUMBER) sl_redis_number_arg(L, i);
-    else if (ty != LUA_TSTRING)
-      return sl_raise(L, "invalid", "redis:call: argument %d must be a string or a number (got %s)",
-                      i - 1, luaL_typename(L, i));
-  }
-  t = sl_running(L, "redis:call");
-  if (r->state == SL_RS_CLOSED) return sl_raise(L, "closed", "redis:call: client is closed");
-  if (r->state != SL_RS_READY) return sl_raise(L, "redis", "redis:call: %s", r->err);
-  if (sl_redis_cancel_pending(t)) return lua_pushboolean(L, 0), 1;
-  if (argc > SL_REDIS_ARGS) {   /* many arguments (MSET ...): a scratch block */
-    argv = lua_newuserdata(L, (size_t)argc * (sizeof *argv + sizeof *len));
-    len = (size_t *)(argv + argc);
-  }
-  for (i = 0; i < argc; i++) argv[i] = lua_tolstring(L, i + 2, &len[i]);
-  if (!(c = sl_redis_send(r, argc, argv, len)))
-    return sl_raise(L, "redis", "redis:call: could not send the command (%s)", r->ac->c.errstr);
-  c->task = t;
-  if (r->timeout_ms) {
-    uv_update_time(r->S->loop);
-    c->deadline = uv_now(r->S->loop) + r->timeout_ms;
-  }
-  sl_queue_insert_tail(&r->waiting, &c->link);
-  r->npending++;
-  sl_redis_arm(r);
-  sl_task_park(t, "redis:call", r, sl_unwait_call);
-  t->wait.arg = (intptr_t)c;
-  lua_pushlightuserdata(L, c);
-  return 1;
-}
-
-/* core.wait() yields to the scheduler; resumes with the wake code. */
-static int l_wait(lua_State *L) {
-  lua_pushlightuserdata(L, SL_PARK);
-  return lua_yield(L, 1);
-}
-
-/* core.take(record) -> outcome, value: what a caller woken with "ok"
- * reads; the record is released. */
-static int l_take(lua_State *L) {
-  sl_redis_call *c = lua_touserdata(L, 1);
-  lua_pushinteger(L, c->outcome);
-  if (c->ref == LUA_NOREF) {
-    lua_pushnil(L);
-  } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
-    c->ref = LUA_NOREF;
-  }
-  c->to_read = 0;
-  sl_call_free(c);
-  return 2;
-}
-
-static int l_close(lua_State *L) {
-  sl_redis *r = sl_redis_check(L, "redis:close");
-  sl_redis_teardown(r, SL_RS_CLOSED);
   return 0;
 }
 
-/* core.field(client, key): the fields connected, pending, host, port. */
-static int l_field(lua_State *L) {
-  sl_redis *r = sl_redis_check(L, "redis client");
-  const char *k = lua_tostring(L, 2);
-  if (!k) return 0;
-  if (!strcmp(k, "connected")) lua_pushboolean(L, r->state == SL_RS_READY);
-  else if (!strcmp(k, "pending")) lua_pushinteger(L, (lua_Integer)r->npending);
-  else if (!strcmp(k, "host")) lua_pushstring(L, r->host);
-  else if (!strcmp(k, "port")) lua_pushinteger(L, r->port);
-  else return 0;
-  return 1;
-}
-
-/* Collected: while open it is anchored, so this is the Lua state
- * closing.  Nothing here may touch Lua or the tasks. */
-static int l_gc(lua_State *L) {
-  sl_redis **box = lua_touserdata(L, 1), *r = *box;
-  if (!r) return 0;
-  *box = NULL;
+/* The Lua object is collected (the state is closing): lets go of r
+ * without touching Lua or the tasks. */
+void sl_redis_drop(sl_redis *r) {
   if (r->state == SL_RS_CONNECTING || r->state == SL_RS_READY) {
     while (!sl_queue_empty(&r->waiting)) {
       sl_redis_call *c = sl_queue_data(sl_queue_head(&r->waiting), sl_redis_call, link);
@@ -641,22 +439,4 @@ static int l_gc(lua_State *L) {
     }
   }
   sl_redis_release(r);
-  return 0;
-}
-
-int luaopen_sluice_redis_core(lua_State *L) {
-  static const luaL_Reg fns[] = {
-    { "connect", l_connect }, { "connected", l_connected }, { "send", l_send },
-    { "wait", l_wait }, { "take", l_take }, { "close", l_close },
-    { "field", l_field }, { NULL, NULL }
-  };
-  lua_newtable(L);
-  luaL_register(L, NULL, fns);
-  luaL_newmetatable(L, SL_REDIS_MT);
-  lua_pushcfunction(L, l_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setfield(L, -2, "client_mt");
-  lua_pushlightuserdata(L, NULL);
-  lua_setfield(L, -2, "null");
-  return 1;
 }
