@@ -27,6 +27,10 @@
  * and read (reference freed) by the woken task.  Nothing here resumes a
  * task: sl_task_wake only queues it.
  *
+ * A host name is resolved with uv_getaddrinfo (libuv's thread pool)
+ * before hiredis sees the address: hiredis itself would call a blocking
+ * getaddrinfo on the loop's thread.  The connect timeout covers both.
+ *
  * Timeouts run on the real clock, on one uv timer per client: all calls
  * of a client share one timeout, so the earliest deadline is always the
  * oldest waiting call.  The poll handle is referenced (counts as loop
@@ -36,7 +40,9 @@
  */
 #include "sl_redis.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,7 +53,9 @@ static void sl_redis_timer_cb(uv_timer_t *h);
 /* ---- memory and activity ---- */
 
 static void sl_redis_release(sl_redis *r) {
-  if (--r->live == 0) free(r);
+  if (--r->live > 0) return;
+  free(r->password);
+  free(r);
 }
 
 static void sl_redis_closed_cb(uv_handle_t *h) {
@@ -187,6 +195,7 @@ void sl_redis_teardown(sl_redis *r, int state) {
     sl_redis_fail_all(r, SL_RO_CLOSED, "redis:call: client closed while waiting for the reply");
   }
   uv_close((uv_handle_t *)&r->timer, sl_redis_closed_cb);
+  if (r->resolving) uv_cancel((uv_req_t *)&r->gai);   /* its callback lets go */
   if (r->ac && !r->freeing) {
     r->freeing = 1;
     redisAsyncFree(r->ac);   /* deferred by hiredis inside its callbacks */
@@ -400,25 +409,90 @@ static void sl_redis_setup(sl_redis *r, const char *password, int db) {
   }
 }
 
-/* Starts connecting (AUTH / SELECT queued, the connect timeout armed):
- * 0, or -1 with why set and r given up. */
-int sl_redis_start(sl_redis *r, const char *password, int db, double ct, char *why, size_t n) {
-  r->ac = redisAsyncConnect(r->host, r->port);   /* resolves a host name here, blocking */
+/* Connects to addr, an address: 0, or -1 with why set. */
+static int sl_redis_dial(sl_redis *r, const char *addr, char *why, size_t n) {
+  r->ac = redisAsyncConnect(addr, r->port);
   if (!r->ac || r->ac->err || sl_redis_attach(r, r->S->loop)) {
     sl_redis_errstr(why, n, r->ac ? r->ac->c.errstr : "out of memory");
     if (r->ac) redisAsyncFree(r->ac);
-    uv_close((uv_handle_t *)&r->timer, sl_redis_closed_cb);
-    sl_redis_release(r);
+    r->ac = NULL;
     return -1;
   }
   redisAsyncSetConnectCallback(r->ac, sl_redis_on_connect);   /* polls for writable */
-  sl_redis_setup(r, password, db);
+  sl_redis_setup(r, r->password, r->db);
+  free(r->password);
+  r->password = NULL;
+  return 0;
+}
+
+static int sl_redis_is_address(const char *host) {
+  unsigned char buf[sizeof(struct in6_addr)];
+  return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+/* The host name is resolved (on libuv's thread pool: hiredis would
+ * resolve it with a blocking getaddrinfo on the loop's thread). */
+static void sl_redis_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  sl_redis *r = req->data;
+  char addr[INET6_ADDRSTRLEN], why[256];
+  const void *a;
+  r->resolving = 0;
+  if (r->state == SL_RS_CONNECTING) {
+    if (status) {
+      snprintf(why, sizeof why, "cannot resolve the host (%s)", uv_strerror(status));
+      sl_redis_connect_fail(r, SL_RO_ERROR, why);
+    } else {
+      a = res->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)res->ai_addr)->sin6_addr
+                                     : (const void *)&((struct sockaddr_in *)res->ai_addr)->sin_addr;
+      if (!inet_ntop(res->ai_family, a, addr, sizeof addr)) {
+        sl_redis_connect_fail(r, SL_RO_ERROR, "cannot resolve the host (no address)");
+      } else if (sl_redis_dial(r, addr, why, sizeof why)) {
+        sl_redis_connect_fail(r, SL_RO_ERROR, why);
+      } else {
+        sl_redis_activity(r);
+      }
+    }
+  }
+  uv_freeaddrinfo(res);
+  sl_redis_release(r);
+}
+
+/* Starts connecting (AUTH / SELECT queued, the connect timeout armed),
+ * resolving the host first when it is a name: 0, or -1 with why set and
+ * r given up. */
+int sl_redis_start(sl_redis *r, const char *password, int db, double ct, char *why, size_t n) {
+  struct addrinfo hints;
+  int rc;
+  r->db = db;
+  if (password && !(r->password = strdup(password))) {
+    snprintf(why, n, "out of memory");
+    goto fail;
+  }
+  if (sl_redis_is_address(r->host)) {
+    if (sl_redis_dial(r, r->host, why, n)) goto fail;
+  } else {
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    r->gai.data = r;
+    rc = uv_getaddrinfo(r->S->loop, &r->gai, sl_redis_resolved, r->host, NULL, &hints);
+    if (rc) {
+      snprintf(why, n, "cannot resolve the host (%s)", uv_strerror(rc));
+      goto fail;
+    }
+    r->resolving = 1;
+    r->live++;   /* until sl_redis_resolved */
+  }
   if (ct > 0) {   /* the loop's cached time may be stale after a long pass */
     r->connect_timeout = ct;
     uv_update_time(r->S->loop);
     uv_timer_start(&r->timer, sl_redis_timer_cb, (uint64_t)ceil(ct * 1e3), 0);
   }
   return 0;
+fail:
+  uv_close((uv_handle_t *)&r->timer, sl_redis_closed_cb);
+  sl_redis_release(r);
+  return -1;
 }
 
 /* The Lua object is collected (the state is closing): lets go of r

@@ -219,6 +219,25 @@ describe("sluice.redis", function()
     assert.equal(t0, sluice.now())
   end)
 
+  it("resolves a host name off the loop's thread, then connects to it", function()
+    local c = redis.connect { host = "localhost", port = srv.port }
+    assert.equal("localhost", c.host)
+    assert.equal("PONG", c:call("PING"))
+    c:close()
+    local port = servers.free_port()
+    local e = fails(redis.connect, { host = "localhost", port = port })
+    assert.equal("redis.connect: localhost:" .. port .. ": connection refused", e.message)
+  end)
+
+  it("a connect cancelled while the host name is resolved leaves nothing behind", function()
+    local t = sluice.spawn(redis.connect, { host = "localhost", port = srv.port })
+    sluice.yield()
+    t:cancel()
+    local ok, e = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.equal("cancelled", e.kind)
+  end)
+
   it("bounds the connect with connect_timeout (AUTH to a server that never answers)", function()
     local server = uv.new_tcp()
     local peers = {}
