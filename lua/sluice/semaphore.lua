@@ -215,7 +215,7 @@ return function(M, I)
       check_self(s, f_release)
       local r = C.sl_sem_release(s)
       if r == 1 then
-        forget_holder(s, C.sl_sem_prim(s))
+        if ever_tracked then forget_holder(s, C.sl_sem_prim(s)) end
         return
       end
       fail(I, r, f_release, r == -5 and not_held or nil)
@@ -265,7 +265,10 @@ return function(M, I)
     permits = function(s) return C.sl_sem_limit(s) end,
   }
 
-  local function kind_of(s) return C.sl_sem_is_mutex(s) ~= 0 and "mutex" or "semaphore" end
+  -- Which kind an object is, without a call into C on every method
+  -- lookup: the mutexes, by identity (each object is one cdata).
+  local mutexes = setmetatable({}, { __mode = "k" })
+  local function kind_of(s) return mutexes[s] and "mutex" or "semaphore" end
 
   ffi.metatype("sl_sem", {
     __index = function(s, k)
@@ -305,6 +308,8 @@ return function(M, I)
     end
     local s = C.sl_sem_new(1, 1)
     if s == nil then raise("invalid", "mutex: out of memory", 2) end
-    return ffi.gc(s, C.sl_sem_free)
+    s = ffi.gc(s, C.sl_sem_free)
+    mutexes[s] = true
+    return s
   end
 end
