@@ -564,7 +564,7 @@ int sl_jobq_await(uint32_t slot, int can_block) {
   sl_queue_insert_tail(&q->prim.waiters, &t->wait.link);
   q->prim.nwaiting++;
   sl_task_park(t, "queue job", q, sl_jobq_unawait);
-  t->wait.kind = SL_WAIT_PRIM;
+  t->wait_kind = SL_WAIT_PRIM;
   t->wait.arg = (intptr_t)slot;
   return SL_R_QUEUED;
 }

@@ -207,7 +207,7 @@ static sl_lscope *sl_lscope_get(sl_limit *l, sl_task *t) {
   ls->proxy.status = SL_WAITING;
   ls->proxy.wait.what = "limit";
   ls->proxy.wait.unwait = sl_lscope_unwait;
-  ls->proxy.ref = ls->proxy.co_ref = LUA_NOREF;
+  ls->proxy.ref = LUA_NOREF;
   sl_queue_insert_tail(&s->children, &ls->proxy.member);
   s->nlive++;
   ls->next = l->scopes;
@@ -475,7 +475,7 @@ int sl_limit_await(uint32_t slot, int can_block) {
   sl_queue_insert_tail(&l->prim.waiters, &t->wait.link);
   l->prim.nwaiting++;
   sl_task_park(t, "limit", l, sl_limit_unwait);
-  t->wait.kind = SL_WAIT_PRIM;
+  t->wait_kind = SL_WAIT_PRIM;
   t->wait.arg = (intptr_t)slot;
   return SL_R_QUEUED;
 }

@@ -19,6 +19,7 @@
 #define SL_TRACEBACKS   "sluice.tracebacks" /* weak: coroutine -> traceback at its error */
 #define SL_UNOBSERVED   "sluice.unobserved" /* weak-keyed: failed root tasks */
 #define SL_NOENV        "sluice.noenv"      /* shared empty env of fresh tasks */
+#define SL_ANCHORS      "sluice.anchors"    /* the runtime's unfinished tasks (sl_anchor) */
 
 /* The scheduler of the runtime owning L (stored in the registry). */
 sl_sched *sl_getsched(lua_State *L);
@@ -31,13 +32,16 @@ sl_task *sl_checktask(lua_State *L, int idx, const char *fn);
 sl_task *sl_totask(lua_State *L, int idx);
 /* Pushes the task's userdata (valid while the task is unfinished). */
 void sl_pushtask(lua_State *L, sl_task *t);
-/* Anchors the value on top of L (popped) in the registry under a fresh
- * negative key (below LUA_NOREF), which it returns; sl_unanchor releases
- * the key. */
-int  sl_anchor(lua_State *L);
+/* Anchors a task's userdata and coroutine (at stack indexes ud and co)
+ * in a fresh slot of S's anchor table, which it returns; sl_unanchor
+ * releases the slot. */
+int  sl_anchor(lua_State *L, sl_sched *S, int ud, int co);
+void sl_unanchor(lua_State *L, sl_sched *S, int slot);
+/* S's unfinished tasks in the order they were spawned: a malloc'd array
+ * (the caller frees it) of *n tasks, NULL when there are none. */
+sl_task **sl_sched_list(sl_sched *S, int *n);
 /* Drops sl_getsched's cache (after lua_close, or a scheduler change). */
 void sl_forget_sched(void);
-void sl_unanchor(lua_State *L, int key);
 /* The running task, or raises "<fn>: must be called from a task". */
 sl_task *sl_running(lua_State *L, const char *fn);
 
@@ -46,6 +50,9 @@ void sl_task_env(lua_State *L, int idx, int create);
 
 /* Spawns fn (at idx) with the nargs values above it into scope. */
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs);
+/* Gives a task that has no coroutine yet (spawned without arguments,
+ * not started) its coroutine, with its body loaded. */
+void sl_task_load(sl_sched *S, sl_task *t);
 /* Pushes a task's error value and traceback (2 values). */
 void sl_task_push_error(lua_State *L, int idx);
 

@@ -109,7 +109,7 @@ int sl_prim_park(sl_prim *p, sl_task *t, const char *what, double timeout, sl_un
   sl_queue_insert_tail(&p->waiters, &t->wait.link);
   p->nwaiting++;
   sl_task_park(t, what, p, unwait);
-  t->wait.kind = SL_WAIT_PRIM;
+  t->wait_kind = SL_WAIT_PRIM;
   if (timeout >= 0) sl_task_arm(t, timeout);
   return SL_R_QUEUED;
 }
@@ -177,8 +177,8 @@ typedef struct sl_walk {
 /* Can x move by itself (or through a timer, I/O, a callback)? */
 static int sl_walk_free(const sl_walk *w, const sl_task *x) {
   return x != w->t && (x->status != SL_WAITING || sl_timer_armed(&x->timer) || !x->wait.obj ||
-                       (x->wait.kind != SL_WAIT_TASK && x->wait.kind != SL_WAIT_SCOPE &&
-                        x->wait.kind != SL_WAIT_PRIM));
+                       (x->wait_kind != SL_WAIT_TASK && x->wait_kind != SL_WAIT_SCOPE &&
+                        x->wait_kind != SL_WAIT_PRIM));
 }
 
 static uint32_t sl_walk_slot(sl_task *const *set, uint32_t cap, const sl_task *x) {
@@ -249,7 +249,7 @@ static int sl_walk_children(sl_walk *w, const sl_scope *s) {
 /* Queues what the stuck task x waits for; 0 if that may move. */
 static int sl_walk_expand(sl_walk *w, sl_task *x) {
   sl_task *target;
-  switch (x->wait.kind) {
+  switch (x->wait_kind) {
   case SL_WAIT_TASK:
     target = x->wait.obj;
     return !sl_walk_free(w, target) && !sl_walk_push(w, target);

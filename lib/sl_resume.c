@@ -151,14 +151,27 @@ static void sl_recycle(sl_sched *S, sl_task *t, lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* Did the task return nothing, without an error?  Then it has no env to
+ * fill and no report to make, and its userdata is not needed here. */
+static int sl_settle_plain(sl_task *t, int rc) {
+  int n = lua_gettop(t->co);
+  if (rc != 0 || t->is_main) return 0;
+  if (t->wrapped) return n == 1 && lua_toboolean(t->co, 1);
+  return n == 0;
+}
+
 static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
   lua_State *L = S->L;
   sl_queue *q;
   int top = lua_gettop(L);
-  lua_checkstack(L, LUA_MINSTACK + lua_gettop(t->co));
-  sl_pushtask(L, t);
-  t->status = (uint8_t)sl_settle_env(L, t, rc);
-  sl_queue_remove(&t->all);
+  if (sl_settle_plain(t, rc)) {
+    t->status = SL_DONE;
+  } else {
+    lua_checkstack(L, LUA_MINSTACK + lua_gettop(t->co));
+    sl_pushtask(L, t);
+    t->status = (uint8_t)sl_settle_env(L, t, rc);
+  }
+  S->ntasks--;
   if (!sl_queue_empty(&t->held)) sl_release_held(S, t, L);
   while (!sl_queue_empty(&t->awaiters)) {
     q = sl_queue_head(&t->awaiters);
@@ -174,9 +187,8 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
     sl_mark_unobserved(L, S);
   }
   sl_recycle(S, t, L);
-  sl_unanchor(L, t->co_ref);
-  sl_unanchor(L, t->ref);
-  t->co_ref = t->ref = LUA_NOREF;
+  sl_unanchor(L, S, t->ref);
+  t->ref = LUA_NOREF;
   t->co = NULL;
   lua_settop(L, top);
 }
@@ -185,6 +197,7 @@ static void sl_task_settle(sl_sched *S, sl_task *t, int rc) {
  * cancelled with the error it would have raised at its first wait. */
 static void sl_task_cancel_unstarted(sl_sched *S, sl_task *t) {
   lua_State *L = S->L;
+  if (!t->co) sl_task_load(S, t);
   lua_settop(t->co, 0);
   lua_getfield(L, LUA_REGISTRYINDEX, SL_CANCELFN);
   sl_pushtask(L, t);
@@ -216,7 +229,7 @@ static void sl_warn_blocking(sl_sched *S, sl_task *t, double ran, int yielded) {
 }
 
 static void sl_task_resume(sl_sched *S, sl_task *t) {
-  lua_State *co = t->co;
+  lua_State *co;
   sl_task *prev = S->current, *outer = sl_tls_task;
   int nargs, rc;
   uint64_t t0 = 0;
@@ -224,6 +237,8 @@ static void sl_task_resume(sl_sched *S, sl_task *t) {
     sl_task_cancel_unstarted(S, t);
     return;
   }
+  if (!t->co) sl_task_load(S, t);
+  co = t->co;
   if (t->started) {
     lua_pushinteger(co, t->wake);
     nargs = 1;

@@ -118,7 +118,7 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->loop = loop;
   S->L = L;
   sl_queue_init(&S->ready);
-  sl_queue_init(&S->tasks);
+  S->ntasks = 0;
   sl_heap_init(&S->timers);
   sl_heap_init(&S->weak);
   S->current = NULL;
@@ -132,6 +132,10 @@ int sl_sched_init(sl_sched *S, uv_loop_t *loop, lua_State *L, int virtual_clock)
   S->ref_task_mt = S->ref_failed_mt = S->ref_noenv = S->ref_unobserved = LUA_NOREF;
   S->ref_entry = S->ref_xpcall = S->ref_scope_mt = S->ref_pool = LUA_NOREF;
   S->npool = 0;
+  S->task_mt = S->failed_mt = S->scope_mt = NULL;
+  S->ref_anchors = LUA_NOREF;
+  S->afree = NULL;
+  S->nafree = S->acap = S->anext = 0;
   S->on_main_done = S->on_unhandled = NULL;
   S->on_report = NULL;
   S->on_warn = NULL;
@@ -155,6 +159,9 @@ void sl_sched_close(sl_sched *S) {
   uv_close((uv_handle_t *)&S->idle, NULL);
   sl_heap_free(&S->timers);
   sl_heap_free(&S->weak);
+  free(S->afree);   /* slots freed from now on are not reused */
+  S->afree = NULL;
+  S->nafree = S->acap = 0;
 }
 
 double sl_now(sl_sched *S) {
@@ -204,20 +211,20 @@ void sl_task_init(sl_task *t, sl_sched *S, sl_scope *scope) {
   t->wait.obj = NULL;
   t->wait.unwait = NULL;
   t->wait.arg = 0;
-  t->wait.kind = SL_WAIT_OTHER;
+  t->wait_kind = SL_WAIT_OTHER;
   t->wait.since = 0;
   t->timer.idx = 0;
   t->timer.cb = sl_task_timer_cb;
   t->co = NULL;
   t->sched = S;
-  t->ref = t->co_ref = LUA_NOREF;
+  t->ref = LUA_NOREF;
   t->id = S->next_id++;
   t->nargs = 0;
   t->shield = 0;
   t->status = SL_READY;
   t->wake = SL_WAKE_OK;
   t->started = t->cancelled = t->observed = t->is_main = t->wrapped = 0;
-  sl_queue_insert_tail(&S->tasks, &t->all);
+  S->ntasks++;
   t->scope = NULL;
   sl_scope_add(scope ? scope : &S->root, t);
 }
@@ -235,7 +242,7 @@ void sl_task_park(sl_task *t, const char *what, void *obj, sl_unwait_cb unwait) 
   t->wait.what = what;
   t->wait.obj = obj;
   t->wait.unwait = unwait;
-  t->wait.kind = SL_WAIT_OTHER;
+  t->wait_kind = SL_WAIT_OTHER;
   t->wait.since = t->sched->virtual_clock ? t->sched->vnow : t->sched->pass_now;
   t->sched->nwaiting++;
 }

@@ -4,7 +4,10 @@
  * A task is a Lua coroutine plus an sl_task record that lives inside the
  * task's userdata (so Lua's GC owns the memory and the Lua face can hand
  * the same object out again).  While a task is unfinished the scheduler
- * anchors both the userdata and the coroutine with registry references.
+ * anchors both the userdata and the coroutine in one slot of its anchor
+ * table (sl_anchor).  A task spawned without arguments gets its coroutine
+ * only when it first runs (sl_task_load), from the pool of finished ones
+ * when there is one: until then the slot holds its function.
  *
  * Waking never resumes anything: it only moves the task onto the ready
  * queue.  One flat trampoline (sl_sched_pass), run from a uv_check handle,
@@ -48,7 +51,6 @@ enum sl_wait_kind { SL_WAIT_OTHER, SL_WAIT_TASK, SL_WAIT_SCOPE, SL_WAIT_PRIM };
 
 typedef struct sl_wait {
   sl_queue link;          /* in the waited-on object's queue */
-  int kind;               /* enum sl_wait_kind: what obj points to */
   double since;           /* when the wait began (for wait statistics) */
   const char *what;       /* "sleep", "await", "scope", ... for reports */
   void *obj;              /* the object waited on, NULL for none */
@@ -59,16 +61,14 @@ typedef struct sl_wait {
 struct sl_task {
   sl_queue ready;         /* in sched->ready */
   sl_queue member;        /* in scope->children while unfinished */
-  sl_queue all;           /* in sched->tasks while unfinished */
   sl_queue awaiters;      /* waiters (their wait.link) on this task */
   sl_queue held;          /* sl_hold records: what this task holds */
   sl_wait wait;
   sl_timer timer;
-  lua_State *co;
+  lua_State *co;          /* NULL until loaded (sl_task_load), and once finished */
   sl_sched *sched;
   sl_scope *scope;
-  int ref;                /* registry (sl_anchor): the userdata, while unfinished */
-  int co_ref;             /* registry (sl_anchor): the coroutine, while unfinished */
+  int ref;                /* anchor slot (sl_anchor) while unfinished, else LUA_NOREF */
   uint32_t id;
   int nargs;              /* arguments waiting for the first resume */
   uint16_t shield;        /* > 0: cancellation is deferred */
@@ -79,6 +79,7 @@ struct sl_task {
   uint8_t observed;       /* its outcome was taken (await, scope) */
   uint8_t is_main;        /* the root task of a runtime */
   uint8_t wrapped;        /* runs under xpcall: finishes with (ok, ...) */
+  uint8_t wait_kind;      /* enum sl_wait_kind: what wait.obj points to */
 };
 
 struct sl_scope {
@@ -104,7 +105,7 @@ struct sl_sched {
   uv_loop_t *loop;
   lua_State *L;
   sl_queue ready;
-  sl_queue tasks;         /* every unfinished task */
+  uint32_t ntasks;        /* unfinished tasks (sl_sched_list finds them) */
   sl_heap timers;
   sl_heap weak;           /* timers that do not keep the process alive */
   uv_timer_t uvtimer;
@@ -128,8 +129,14 @@ struct sl_sched {
   int ref_entry;
   int ref_xpcall;         /* the builtin xpcall, looked up once */
   int ref_scope_mt;
+  /* The same metatables by address, for identity checks without a
+   * registry lookup (they live as long as the state). */
+  const void *task_mt, *failed_mt, *scope_mt;
   int ref_pool;           /* table of finished coroutines kept for reuse */
   int npool;
+  int ref_anchors;        /* table of unfinished tasks: see sl_anchor */
+  int *afree;             /* its free slots, most recently freed last */
+  int nafree, acap, anext;
   sl_report_cb on_main_done;   /* the root task finished (ok or not) */
   sl_report_cb on_unhandled;   /* a root-scope task failed, nobody awaits it */
   void (*on_report)(sl_sched *S, const char *text);   /* other misuse */

@@ -12,15 +12,14 @@
 
 #include <string.h>
 
-/* Compares the metatable by identity through a registry reference, which
- * is cheaper than luaL_testudata's lookup by name on every spawn. */
+/* Compares the metatable by address, which is cheaper than
+ * luaL_testudata's lookup by name on every spawn. */
 static sl_scope *sl_checkscope(lua_State *L, int idx, const char *fn) {
   sl_scope *s = lua_touserdata(L, idx);
   int ok = s && lua_getmetatable(L, idx);
   if (ok) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, sl_getsched(L)->ref_scope_mt);
-    ok = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    ok = lua_topointer(L, -1) == sl_getsched(L)->scope_mt;
+    lua_pop(L, 1);
   }
   if (!ok) sl_raise(L, "invalid", "%s: expected a scope (got %s)", fn, luaL_typename(L, idx));
   return s;
@@ -63,7 +62,7 @@ static int l_scope_wait(lua_State *L) {
   }
   s->owner = t;
   sl_task_park(t, "scope", s, sl_scope_unwait);
-  t->wait.kind = SL_WAIT_SCOPE;
+  t->wait_kind = SL_WAIT_SCOPE;
   lua_pushlightuserdata(L, SL_PARK);
   return lua_yield(L, 1);
 }
@@ -138,17 +137,25 @@ static const luaL_Reg sl_scope_funcs[] = {
   {NULL, NULL}
 };
 
-/* Adds the scope functions and core.scope_methods to the table on top. */
+/* Adds the scope functions, core.scope_methods (the methods table),
+ * core.scope_mt and core.scope_field(s, k) (a field or, failing that, a
+ * method) to the table on top.  The module makes the metatable's __index
+ * a Lua function that looks methods up first: the JIT compiles that into
+ * the caller's trace, where a C __index is a call out of it on every
+ * scope:spawn. */
 int sl_open_scope(lua_State *L) {
   luaL_register(L, NULL, sl_scope_funcs);
   lua_newtable(L);
   luaL_newmetatable(L, SL_SCOPE_MT);
   lua_pushvalue(L, -1);
+  sl_getsched(L)->scope_mt = lua_topointer(L, -1);
   sl_getsched(L)->ref_scope_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, -2);
   lua_pushcclosure(L, l_scope_index, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -5, "scope_field");
   lua_setfield(L, -2, "__index");
-  lua_pop(L, 1);
+  lua_setfield(L, -3, "scope_mt");
   lua_setfield(L, -2, "scope_methods");
   return 0;
 }

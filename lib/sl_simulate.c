@@ -20,12 +20,10 @@ typedef struct sl_sim {
 
 /* Reports parked tasks and cancels them; returns how many there were. */
 static int sl_sim_unstick(sl_sim *sim) {
-  sl_queue *q, *next;
-  int n = (int)sim->S.nwaiting;
-  for (q = sim->S.tasks.next; q != &sim->S.tasks; q = next) {
-    next = q->next;
-    sl_task_cancel(sl_queue_data(q, sl_task, all));
-  }
+  int n = (int)sim->S.nwaiting, i, len;
+  sl_task **v = sl_sched_list(&sim->S, &len);
+  for (i = 0; i < len; i++) sl_task_cancel(v[i]);
+  free(v);
   return n;
 }
 
@@ -40,12 +38,13 @@ static void sl_sim_run(sl_sim *sim) {
 
 /* Closes the nested scheduler; frees it unless tasks are stuck in it. */
 static void sl_sim_close(lua_State *L, sl_sim *sim, int ref) {
-  int stuck = !sl_queue_empty(&sim->S.tasks);
+  int stuck = sim->S.ntasks != 0;
   sl_sched_close(&sim->S);
   uv_run(&sim->loop, UV_RUN_DEFAULT);
   luaL_unref(L, LUA_REGISTRYINDEX, sim->S.ref_pool);
   luaL_unref(L, LUA_REGISTRYINDEX, ref);
   if (stuck) return;   /* a task refused to unwind: leak rather than dangle */
+  luaL_unref(L, LUA_REGISTRYINDEX, sim->S.ref_anchors);
   uv_loop_close(&sim->loop);
   free(sim);
 }

@@ -58,6 +58,9 @@ void sl_setsched(lua_State *L, sl_sched *S) {
     S->ref_entry = old->ref_entry;
     S->ref_xpcall = old->ref_xpcall;
     S->ref_scope_mt = old->ref_scope_mt;
+    S->task_mt = old->task_mt;
+    S->failed_mt = old->failed_mt;
+    S->scope_mt = old->scope_mt;
   }
   lua_pushlightuserdata(L, &sl_sched_key);
   lua_pushlightuserdata(L, S);
@@ -82,16 +85,12 @@ int sl_raise(lua_State *L, const char *kind, const char *fmt, ...) {
 sl_task *sl_totask(lua_State *L, int idx) {
   sl_task *t = lua_touserdata(L, idx);
   sl_sched *S;
+  const void *mt;
   if (!t || !lua_getmetatable(L, idx)) return NULL;
   S = sl_getsched(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
-  if (!lua_rawequal(L, -1, -2)) {
-    lua_pop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_failed_mt);
-    if (!lua_rawequal(L, -1, -2)) t = NULL;
-  }
-  lua_pop(L, 2);
-  return t;
+  mt = lua_topointer(L, -1);
+  lua_pop(L, 1);
+  return mt && (mt == S->task_mt || mt == S->failed_mt) ? t : NULL;
 }
 
 sl_task *sl_checktask(lua_State *L, int idx, const char *fn) {
@@ -101,7 +100,13 @@ sl_task *sl_checktask(lua_State *L, int idx, const char *fn) {
 }
 
 void sl_pushtask(lua_State *L, sl_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+  if (t->ref < 1) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, t->sched->ref_anchors);
+  lua_rawgeti(L, -1, 2 * t->ref - 1);
+  lua_remove(L, -2);
 }
 
 sl_task *sl_running(lua_State *L, const char *fn) {
@@ -124,38 +129,83 @@ void sl_task_env(lua_State *L, int idx, int create) {
   }
 }
 
-/* Anchors of unfinished tasks and their coroutines: negative integer keys
- * of the registry below -2, which luaL_ref never uses (its references
- * are positive; -1 and -2 are LUA_REFNIL and LUA_NOREF, which code reads
- * as nil), handed out from a free list kept here.  luaL_ref's own free
- * list costs a table length computation, a binary search over the whole
- * registry, for every reference.  The list is per thread, so keys stay
- * unique across nested schedulers and runtimes sharing a thread (each
- * registry only holds its own). */
-static __thread int *sl_anchor_free;
-static __thread int sl_anchor_nfree, sl_anchor_cap, sl_anchor_next;
-
-int sl_anchor(lua_State *L) {
-  int key;
-  if (sl_anchor_nfree > 0) key = sl_anchor_free[--sl_anchor_nfree];
-  else if (sl_anchor_next < INT_MAX - 2) key = -2 - ++sl_anchor_next;
-  else return (lua_pop(L, 1), LUA_NOREF);
-  lua_rawseti(L, LUA_REGISTRYINDEX, key);
-  return key;
+/* Anchors of unfinished tasks: slot k of the scheduler's anchor table
+ * holds the task's userdata at 2k - 1 and its coroutine at 2k.  Dense
+ * integer keys keep both in the table's array part, 8 bytes a value,
+ * where registry keys would cost a hash node each (and the registry,
+ * re-traversed by every collection cycle, would grow with the tasks).
+ * Free slots are reused most recently freed first, so the used ones stay
+ * at the bottom of the table.  The table is the scheduler's own: nested
+ * schedulers (sluice.run) count and release theirs apart. */
+static int sl_anchor_table(lua_State *L, sl_sched *S) {
+  if (S->ref_anchors == LUA_NOREF) {
+    lua_newtable(L);
+    S->ref_anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_anchors);
+  return lua_gettop(L);
 }
 
-void sl_unanchor(lua_State *L, int key) {
-  if (key > -3) return;
+int sl_anchor(lua_State *L, sl_sched *S, int ud, int co) {
+  int k, tab;
+  if (S->nafree > 0) k = S->afree[--S->nafree];
+  else if (S->anext < INT_MAX / 2 - 1) k = ++S->anext;
+  else return LUA_NOREF;
+  tab = sl_anchor_table(L, S);
+  lua_pushvalue(L, ud);
+  lua_rawseti(L, tab, 2 * k - 1);
+  lua_pushvalue(L, co);
+  lua_rawseti(L, tab, 2 * k);
+  lua_pop(L, 1);
+  return k;
+}
+
+void sl_unanchor(lua_State *L, sl_sched *S, int k) {
+  int tab;
+  if (k < 1) return;
+  tab = sl_anchor_table(L, S);
   lua_pushnil(L);
-  lua_rawseti(L, LUA_REGISTRYINDEX, key);
-  if (sl_anchor_nfree == sl_anchor_cap) {
-    int cap = sl_anchor_cap ? 2 * sl_anchor_cap : 256;
-    int *p = realloc(sl_anchor_free, (size_t)cap * sizeof *p);
-    if (!p) return;   /* the key is simply not reused */
-    sl_anchor_free = p;
-    sl_anchor_cap = cap;
+  lua_rawseti(L, tab, 2 * k - 1);
+  lua_pushnil(L);
+  lua_rawseti(L, tab, 2 * k);
+  lua_pop(L, 1);
+  if (S->closing) return;   /* the free list is gone (sl_sched_close) */
+  if (S->nafree == S->acap) {
+    int cap = S->acap ? 2 * S->acap : 256;
+    int *p = realloc(S->afree, (size_t)cap * sizeof *p);
+    if (!p) return;   /* the slot is simply not reused */
+    S->afree = p;
+    S->acap = cap;
   }
-  sl_anchor_free[sl_anchor_nfree++] = key;
+  S->afree[S->nafree++] = k;
+}
+
+static int sl_cmp_id(const void *a, const void *b) {
+  uint32_t x = (*(sl_task *const *)a)->id, y = (*(sl_task *const *)b)->id;
+  return x < y ? -1 : x > y;
+}
+
+/* Nothing links all the tasks together (it would cost every task a list
+ * node): the anchor table has them, and ids give the order they were
+ * spawned in.  For the cold paths that need them all: reports, cancelling
+ * everything at the end. */
+sl_task **sl_sched_list(sl_sched *S, int *n) {
+  lua_State *L = S->L;
+  sl_task **v;
+  int k, tab;
+  *n = 0;
+  if (S->ntasks == 0 || S->ref_anchors == LUA_NOREF) return NULL;
+  if (!(v = malloc(S->ntasks * sizeof *v))) return NULL;
+  lua_checkstack(L, 2);
+  tab = sl_anchor_table(L, S);
+  for (k = 1; k <= S->anext && *n < (int)S->ntasks; k++) {
+    lua_rawgeti(L, tab, 2 * k - 1);
+    if (lua_type(L, -1) == LUA_TUSERDATA) v[(*n)++] = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  qsort(v, (size_t)*n, sizeof *v, sl_cmp_id);
+  return v;
 }
 
 /* Pushes a coroutine for a new task: one that finished an earlier task
@@ -174,52 +224,78 @@ static lua_State *sl_coroutine(lua_State *L, sl_sched *S) {
   return co;
 }
 
-sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
-  sl_task *t;
-  lua_State *co;
-  int i, co_ref, wrapped;
-  if (idx < 0) idx = lua_gettop(L) + idx + 1;
-  t = lua_newuserdata(L, sizeof *t);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
-  lua_setmetatable(L, -2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
-  lua_setfenv(L, -2);
-  co = sl_coroutine(L, S);
-  /* The coroutine's function is xpcall itself, called as xpcall(fn,
-   * handler, ...): the module's handler records the traceback where an
-   * error happens, before unwinding, and no extra Lua frame deepens the
-   * stack (a deeper one makes every parked coroutine grow its stack). */
+/* Looks the module's entry handler up once (it may not exist yet while
+ * the module loads: bodies then run bare). */
+static int sl_entry_refs(lua_State *L, sl_sched *S) {
   if (S->ref_entry == LUA_NOREF) {
     lua_getfield(L, LUA_REGISTRYINDEX, SL_ENTRY);
     S->ref_entry = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
     lua_getfield(L, LUA_REGISTRYINDEX, SL_XPCALL);
     S->ref_xpcall = luaL_ref(L, LUA_REGISTRYINDEX);
   }
-  wrapped = S->ref_entry != LUA_NOREF;
-  if (wrapped) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_xpcall);
-    lua_pushvalue(L, idx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_entry);
-    lua_xmove(L, co, 3);
-    for (i = 1; i <= nargs; i++) lua_pushvalue(L, idx + i);
-    lua_xmove(L, co, nargs);
-    nargs += 2;
-  } else {
-    for (i = 0; i <= nargs; i++) lua_pushvalue(L, idx + i);
-    lua_xmove(L, co, nargs + 1);
-  }
-  co_ref = sl_anchor(L);
-  /* sl_task_init resets the refs: set them after it, or the coroutine's
-   * reference is never released and every finished task leaks it. */
+  return S->ref_entry != LUA_NOREF;
+}
+
+/* Pushes the task's body onto co: the function at fn with the nargs
+ * values from fn + 1.  Wrapped, the coroutine's function is xpcall
+ * itself, called as xpcall(fn, handler, ...): the module's handler
+ * records the traceback where an error happens, before unwinding, and no
+ * extra Lua frame deepens the stack (a deeper one makes every parked
+ * coroutine grow its stack).  Returns what the first resume passes. */
+static int sl_load_body(lua_State *L, sl_sched *S, lua_State *co, int fn, int nargs, int wrapped) {
+  int i;
+  if (wrapped) lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_xpcall);
+  lua_pushvalue(L, fn);
+  if (wrapped) lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_entry);
+  for (i = 1; i <= nargs; i++) lua_pushvalue(L, fn + i);
+  if (nargs > LUA_MINSTACK - 3) lua_checkstack(co, nargs + 3);   /* xmove does not grow it */
+  lua_xmove(L, co, nargs + 1 + 2 * wrapped);
+  return nargs + 2 * wrapped;
+}
+
+/* A task spawned without arguments gets its coroutine when it first runs
+ * (sl_task_load): until then its anchor slot holds its function where the
+ * coroutine goes later.  A spawned task that has not run costs no
+ * coroutine, and one started after others have finished reuses theirs. */
+sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
+  sl_task *t;
+  lua_State *co;
+  int wrapped, top;
+  if (idx < 0) idx = lua_gettop(L) + idx + 1;
+  t = lua_newuserdata(L, sizeof *t);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
+  lua_setmetatable(L, -2);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
+  lua_setfenv(L, -2);
+  wrapped = sl_entry_refs(L, S);
   sl_task_init(t, S, scope);
-  t->co = co;
-  t->co_ref = co_ref;
-  t->nargs = nargs;
   t->wrapped = (uint8_t)wrapped;
-  lua_pushvalue(L, -1);
-  t->ref = sl_anchor(L);
+  top = lua_gettop(L);
+  if (nargs == 0) {
+    t->ref = sl_anchor(L, S, top, idx);
+  } else {
+    co = sl_coroutine(L, S);
+    t->nargs = sl_load_body(L, S, co, idx, nargs, wrapped);
+    t->co = co;
+    t->ref = sl_anchor(L, S, top, top + 1);
+    lua_pop(L, 1);   /* the coroutine; the task's userdata stays */
+  }
   sl_task_make_ready(t, SL_WAKE_OK);
   return t;
+}
+
+void sl_task_load(sl_sched *S, sl_task *t) {
+  lua_State *L = S->L, *co;
+  int tab;
+  lua_checkstack(L, 8);
+  tab = sl_anchor_table(L, S);
+  co = sl_coroutine(L, S);
+  lua_rawgeti(L, tab, 2 * t->ref);
+  t->nargs = sl_load_body(L, S, co, lua_gettop(L), 0, t->wrapped);
+  lua_pop(L, 1);                     /* the function */
+  lua_rawseti(L, tab, 2 * t->ref);   /* the coroutine takes its place */
+  lua_pop(L, 1);
+  t->co = co;
 }
 
 static int sl_park_yield(lua_State *L) {
@@ -300,7 +376,7 @@ static int l_await(lua_State *L) {
   if (timeout >= 0 && sl_task_arm(t, timeout)) return luaL_error(L, "task:await: out of memory");
   sl_queue_insert_tail(&target->awaiters, &t->wait.link);
   sl_task_park(t, "await", target, sl_unwait_link);
-  t->wait.kind = SL_WAIT_TASK;
+  t->wait_kind = SL_WAIT_TASK;
   return sl_park_yield(L);
 }
 
@@ -408,9 +484,8 @@ static int l_at_top(lua_State *L) {
 static int l_stats(lua_State *L) {
   sl_sched *S = sl_getsched(L);
   sl_queue *q;
-  int tasks = 0, ready = 0;
+  int tasks = (int)S->ntasks, ready = 0;
   double lag[3];
-  sl_queue_foreach(q, &S->tasks) tasks++;
   sl_queue_foreach(q, &S->ready) ready++;
   lua_createtable(L, 0, 7);
   lua_pushinteger(L, tasks);
@@ -544,10 +619,14 @@ int luaopen_sluice_core(lua_State *L) {
   sl_task_metatable(L, SL_TASK_MT, 0);
   sl_task_metatable(L, SL_TASK_MT ".failed", 1);
   luaL_getmetatable(L, SL_TASK_MT);
+  S->task_mt = lua_topointer(L, -1);
   S->ref_task_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   S->ref_pool = luaL_ref(L, LUA_REGISTRYINDEX);
+  sl_anchor_table(L, S);   /* named for the spec runner's leak check */
+  lua_setfield(L, LUA_REGISTRYINDEX, SL_ANCHORS);
   luaL_getmetatable(L, SL_TASK_MT ".failed");
+  S->failed_mt = lua_topointer(L, -1);
   S->ref_failed_mt = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "task_methods");
   lua_pushlightuserdata(L, SL_PARK);

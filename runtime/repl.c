@@ -522,16 +522,18 @@ static int sl_repl_init_lua(sl_repl *r, lua_State *L) {
 
 /* The first prompt comes once the main chunk (the script of -i) ended. */
 static void sl_repl_after_main(sl_repl *r, lua_State *L) {
-  sl_queue *q;
-  sl_queue_foreach(q, &r->rt->S.tasks) {
-    sl_task *t = sl_queue_data(q, sl_task, all);
-    if (t->is_main) {
-      sl_pushtask(L, t);
+  int i, n;
+  sl_task **v = sl_sched_list(&r->rt->S, &n);
+  for (i = 0; i < n; i++) {
+    if (v[i]->is_main) {
+      sl_pushtask(L, v[i]);
+      free(v);
       sl_repl_spawn(r, L);
       r->waiting_main = 1;
       return;
     }
   }
+  free(v);
   sl_repl_show(r);
 }
 

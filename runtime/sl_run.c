@@ -59,12 +59,12 @@ static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
   luaL_addvalue(b);
   lua_pushfstring(L, " waiting on %s", t->wait.what);
   luaL_addvalue(b);
-  if (t->wait.obj && t->wait.kind == SL_WAIT_TASK) {
+  if (t->wait.obj && t->wait_kind == SL_WAIT_TASK) {
     lua_pushliteral(L, " ");
     luaL_addvalue(b);
     sl_pushtaskname(L, (sl_task *)t->wait.obj);
     luaL_addvalue(b);
-  } else if (t->wait.obj && t->wait.kind == SL_WAIT_PRIM) {
+  } else if (t->wait.obj && t->wait_kind == SL_WAIT_PRIM) {
     sl_describe_holders(L, (sl_prim *)t->wait.obj, b);
   }
   luaL_traceback(L, t->co, NULL, 0);
@@ -78,17 +78,17 @@ static void sl_describe_waiter(lua_State *L, sl_task *t, luaL_Buffer *b) {
 static void sl_report_deadlock(sl_runtime *rt) {
   lua_State *L = rt->L;
   luaL_Buffer b;
-  sl_queue *q;
+  int i, n;
+  sl_task **v = sl_sched_list(&rt->S, &n);
   lua_checkstack(L, 16);
   luaL_buffinit(L, &b);
   lua_pushfstring(L, "sluice: deadlock: %d task%s waiting and nothing can wake %s:",
                   (int)rt->S.nwaiting, rt->S.nwaiting == 1 ? " is" : "s are",
                   rt->S.nwaiting == 1 ? "it" : "them");
   luaL_addvalue(&b);
-  sl_queue_foreach(q, &rt->S.tasks) {
-    sl_task *t = sl_queue_data(q, sl_task, all);
-    if (t->status == SL_WAITING) sl_describe_waiter(L, t, &b);
-  }
+  for (i = 0; i < n; i++)
+    if (v[i]->status == SL_WAITING) sl_describe_waiter(L, v[i], &b);
+  free(v);
   luaL_pushresult(&b);
   sl_report(rt, lua_tostring(L, -1));
   lua_pop(L, 1);

@@ -82,11 +82,10 @@ static void sl_on_main_done(sl_sched *S, sl_task *t, lua_State *L) {
 }
 
 void sl_cancel_all(sl_runtime *rt) {
-  sl_queue *q, *next;
-  for (q = rt->S.tasks.next; q != &rt->S.tasks; q = next) {
-    next = q->next;
-    sl_task_cancel(sl_queue_data(q, sl_task, all));
-  }
+  int i, n;
+  sl_task **v = sl_sched_list(&rt->S, &n);
+  for (i = 0; i < n; i++) sl_task_cancel(v[i]);
+  free(v);
 }
 
 int luaopen_sluice_redis_core(lua_State *L);   /* lib/sl_redis.c */
@@ -173,10 +172,7 @@ int sl_failures(sl_runtime *rt) { return rt->failures; }
 int sl_status(sl_runtime *rt) { return rt->status; }
 
 int sl_tasks(sl_runtime *rt) {
-  sl_queue *q;
-  int n = 0;
-  sl_queue_foreach(q, &rt->S.tasks) n++;
-  return n;
+  return (int)rt->S.ntasks;
 }
 
 void sl_start(sl_runtime *rt, int nargs) {

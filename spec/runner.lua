@@ -53,10 +53,12 @@ local function count_refs()
 end
 
 -- Unfinished tasks other than the runner's own, found through the
--- anchors the scheduler keeps on them (registry keys, negative ones).
+-- anchors the scheduler keeps on them (its anchor table, in the registry
+-- as "sluice.anchors": each task's userdata and coroutine).
+local anchors = registry["sluice.anchors"]
 local function live_tasks()
   local list = {}
-  for k, v in pairs(registry) do
+  for k, v in pairs(anchors) do
     if type(k) == "number" and is_task(v) and v ~= main_task then
       local st = v.status
       if st ~= "done" and st ~= "failed" and st ~= "cancelled" then list[#list + 1] = v end

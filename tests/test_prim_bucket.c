@@ -258,7 +258,6 @@ static void test_binding(void) {
   CHECK(sl_bucket_set_rate(b, 2) == SL_BUCKET_R_FOREIGN);
   CHECK(sl_bucket_tokens(b) == -1);
   sl_tls_task = NULL;
-  sl_queue_remove(&stranger.all);
   sl_queue_remove(&stranger.member);
   sl_sched_close(&other);
   uv_run(&loop2, UV_RUN_DEFAULT);

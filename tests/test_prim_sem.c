@@ -212,11 +212,11 @@ static void test_deadlock(void) {
   as(2); CHECK(sl_sem_acquire(s, -1, 1) == SL_R_DEADLOCK);  /* 1 waits on it */
   /* task 2 awaits task 3, which would wait on s: a cycle through an await */
   T[2].status = SL_WAITING;
-  T[2].wait.kind = SL_WAIT_TASK;
+  T[2].wait_kind = SL_WAIT_TASK;
   T[2].wait.obj = &T[3];
   as(3); CHECK(sl_sem_acquire(s, -1, 1) == SL_R_DEADLOCK);
   /* a sleeping holder will wake up: not a deadlock */
-  T[2].wait.kind = SL_WAIT_OTHER;
+  T[2].wait_kind = SL_WAIT_OTHER;
   T[2].wait.obj = NULL;
   CHECK(sl_task_arm(&T[2], 10) == 0);
   CHECK(sl_sem_acquire(s, -1, 1) == SL_R_QUEUED);
@@ -254,7 +254,7 @@ static void test_deadlock_graph(void) {
   /* every holder awaits the next; the last one runs */
   for (i = 0; i + 1 < CHAIN; i++) {
     C[i].status = SL_WAITING;
-    C[i].wait.kind = SL_WAIT_TASK;
+    C[i].wait_kind = SL_WAIT_TASK;
     C[i].wait.obj = &C[i + 1];
   }
   as(0); CHECK(sl_sem_acquire(s, -1, 1) == SL_R_QUEUED);
@@ -263,7 +263,7 @@ static void test_deadlock_graph(void) {
   /* now every holder waits on s itself */
   for (i = 0; i < CHAIN; i++) {
     C[i].status = SL_WAITING;
-    C[i].wait.kind = SL_WAIT_PRIM;
+    C[i].wait_kind = SL_WAIT_PRIM;
     C[i].wait.obj = sl_sem_prim(s);
   }
   as(1); CHECK(sl_sem_acquire(s, -1, 1) == SL_R_DEADLOCK);

@@ -90,7 +90,8 @@ return function(M, I)
     check_self(b, fname)
     n = check_n(b, fname, n)
     timeout = timeout_arg(I, fname, timeout)
-    local r = C.sl_bucket_take(b, n, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_bucket_take(b, n, timeout, can_block)
     if r == 0 then r = WOKEN - co_yield(PARK) end
     if r == 1 then return true end
     local ok, why = grant(I, r, C.sl_bucket_abandon, b, n)

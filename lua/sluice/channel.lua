@@ -63,7 +63,8 @@ return function(M, I)
     if v == nil then raise("invalid", "channel:send: value must not be nil", 2) end
     timeout = timeout_arg(I, "channel:send", timeout)
     local c = ch._c
-    local r = C.sl_chan_send(c, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_chan_send(c, timeout, can_block)
     if r > 0 then
       ch._v[r] = v
       return true
@@ -87,7 +88,8 @@ return function(M, I)
   -- The receive of recv and iter: fname names it in errors (level 3).
   local function receive(ch, timeout, fname)
     local c = ch._c
-    local r = C.sl_chan_recv(c, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_chan_recv(c, timeout, can_block)
     if r == 0 then
       local w = co_yield(PARK)
       if w == WAKE_OK then
@@ -275,7 +277,8 @@ return function(M, I)
     local sel = C.sl_chan_sel_new(n)
     if sel == nil then raise("invalid", "sluice.select: out of memory", 2) end
     for i = 1, n do C.sl_chan_sel_case(sel, i - 1, cases[i][1]._c, cases[i][2] == "send" and 1 or 0) end
-    local r = C.sl_chan_select(sel, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_chan_select(sel, timeout, can_block)
     if r == 1 then
       local i = C.sl_chan_sel_fired(sel)
       if cases[i][2] == "send" and C.sl_chan_sel_closed(sel) == 0 then

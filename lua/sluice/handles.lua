@@ -126,7 +126,8 @@ local function call_handles(I, cfg)
       if x == c_current() then
         raise("deadlock", "task:await: deadlock: a " .. cfg.label .. " awaits itself", 3)
       end
-      local r = await(h.slot, co_isyieldable() and 1 or 0)
+      local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+      local r = await(h.slot, can_block)
       if r == 0 then
         if co_yield(PARK) ~= 0 then raise_cancelled(3) end
       elseif r == -4 then

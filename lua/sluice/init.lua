@@ -257,6 +257,17 @@ function scope_methods.cancel(s)
   scope_cancel(s)
 end
 
+-- Methods first, in Lua: the JIT compiles scope:spawn's lookup into the
+-- caller's trace.  Fields (cancelled, closed, count) are read in C.
+do
+  local scope_field = core.scope_field
+  core.scope_mt.__index = function(s, k)
+    local m = scope_methods[k]
+    if m ~= nil then return m end
+    return scope_field(s, k)
+  end
+end
+
 local function pack(...) return { n = select("#", ...), ... } end
 
 -- sluice.scope([opts,] fn): runs fn(scope) as the first child of a new

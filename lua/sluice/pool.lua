@@ -238,7 +238,8 @@ return function(M, I)
           timeout = deadline > now and deadline - now or 0
         end
         evict(P)
-        r = C.sl_pool_acquire(c, -1, timeout, co_isyieldable() and 1 or 0)
+        local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+        r = C.sl_pool_acquire(c, -1, timeout, can_block)
       end
       if r == 0 then
         settle(P)
@@ -297,7 +298,8 @@ return function(M, I)
   -- so that a caller's loop of acquire and release compiles as one trace.
   local function acquire(P, fname, timeout, bounded)
     evict(P)
-    local r = C.sl_pool_acquire(P.c, -1, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_pool_acquire(P.c, -1, timeout, can_block)
     if r > 0 and not P.check then return P.res[r] end
     return acquire_slow(P, fname, timeout, bounded, r)
   end

@@ -73,7 +73,8 @@ return function(M, I)
     check_self(s, fname)
     check_priority(fname, priority)
     timeout = timeout_arg(I, fname, timeout)
-    local r = C.sl_psem_acquire(s, priority, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_psem_acquire(s, priority, timeout, can_block)
     if r == 0 then r = WOKEN - co_yield(PARK) end
     local ok, why = settle(s, r, fname)
     if ok then return true end   -- exactly one value when granted
@@ -121,7 +122,8 @@ return function(M, I)
     check_self(s, fname)
     check_priority(fname, priority)
     check_function(fname, "fn", fn)
-    local r = C.sl_psem_acquire(s, priority, -1, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_psem_acquire(s, priority, -1, can_block)
     if r == 0 then r = WOKEN - co_yield(PARK) end
     settle(s, r, fname)
     return finish(s, pcall(fn, ...))

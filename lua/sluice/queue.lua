@@ -211,7 +211,8 @@ return function(M, I)
   -- q:on_empty(): blocks until no job is pending (running ones may be).
   function methods.on_empty(q)
     check_self(q, "on_empty")
-    local r = C.sl_jobq_wait(q, 1, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_jobq_wait(q, 1, can_block)
     if r == 0 then r = sffi.WOKEN - co_yield(PARK) end
     return waited("queue:on_empty", r)
   end
@@ -219,7 +220,8 @@ return function(M, I)
   -- q:on_idle(): blocks until no job is pending and none is running.
   function methods.on_idle(q)
     check_self(q, "on_idle")
-    local r = C.sl_jobq_wait(q, 0, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_jobq_wait(q, 0, can_block)
     if r == 0 then r = sffi.WOKEN - co_yield(PARK) end
     return waited("queue:on_idle", r)
   end
@@ -228,7 +230,8 @@ return function(M, I)
   function methods.on_size_less_than(q, n)
     check_self(q, "on_size_less_than")
     check_count("queue:on_size_less_than", "n", n, false, 2)
-    local r = C.sl_jobq_wait(q, n, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_jobq_wait(q, n, can_block)
     if r == 0 then r = sffi.WOKEN - co_yield(PARK) end
     return waited("queue:on_size_less_than", r)
   end

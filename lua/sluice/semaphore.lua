@@ -189,10 +189,18 @@ return function(M, I)
     end
 
     -- s:acquire([timeout]) -> true | nil, "timeout"
+    -- co_isyieldable is a C function, and LuaJIT calls one only with 20
+    -- free stack slots above the call, doubling the coroutine's stack
+    -- (47 slots at first) when they are not there.  Called with its result
+    -- in the first free slot, rather than as the last argument of the call
+    -- into C (4 slots higher), it fits in a task body's first stack, and a
+    -- task parked here keeps that stack.  (That holds for the JIT-compiled
+    -- path; interpreted, the FFI call is a C call too.)
     function m.acquire(s, timeout)
       check_self(s, f_acquire)
       timeout = timeout_arg(I, f_acquire, timeout)
-      local r = C.sl_sem_acquire(s, timeout, co_isyieldable() and 1 or 0)
+      local can_block = co_isyieldable() and 1 or 0
+      local r = C.sl_sem_acquire(s, timeout, can_block)
       if r == 0 then r = WOKEN - co_yield(PARK) end
       local ok, why = settle(s, r, f_acquire)
       if ok then return true end   -- exactly one value when granted
@@ -236,7 +244,8 @@ return function(M, I)
     function m.with(s, fn, ...)
       check_self(s, f_with)
       check_function(f_with, "fn", fn)
-      local r = C.sl_sem_acquire(s, -1, co_isyieldable() and 1 or 0)
+      local can_block = co_isyieldable() and 1 or 0   -- see acquire
+      local r = C.sl_sem_acquire(s, -1, can_block)
       if r == 0 then r = WOKEN - co_yield(PARK) end
       settle(s, r, f_with)
       return finish(s, pcall(fn, ...))

@@ -96,7 +96,8 @@ return function(M, I)
     check_self(s, fname)
     check_weight(s, fname, w)
     timeout = timeout_arg(I, fname, timeout)
-    local r = C.sl_wsem_acquire(s, w, timeout, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_wsem_acquire(s, w, timeout, can_block)
     if r == 0 then r = WOKEN - co_yield(PARK) end
     local ok, why = settle(s, w, r, fname)
     if ok then return true end   -- exactly one value when granted
@@ -156,7 +157,8 @@ return function(M, I)
     check_self(s, fname)
     check_weight(s, fname, w)
     check_function(fname, "fn", fn)
-    local r = C.sl_wsem_acquire(s, w, -1, co_isyieldable() and 1 or 0)
+    local can_block = co_isyieldable() and 1 or 0   -- ahead of the call: see semaphore.lua
+    local r = C.sl_wsem_acquire(s, w, -1, can_block)
     if r == 0 then r = WOKEN - co_yield(PARK) end
     settle(s, w, r, fname)
     return finish(s, w, pcall(fn, ...))
