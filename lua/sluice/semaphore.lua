@@ -189,13 +189,13 @@ return function(M, I)
     end
 
     -- s:acquire([timeout]) -> true | nil, "timeout"
-    -- co_isyieldable is a C function, and LuaJIT calls one only with 20
-    -- free stack slots above the call, doubling the coroutine's stack
-    -- (47 slots at first) when they are not there.  Called with its result
-    -- in the first free slot, rather than as the last argument of the call
-    -- into C (4 slots higher), it fits in a task body's first stack, and a
-    -- task parked here keeps that stack.  (That holds for the JIT-compiled
-    -- path; interpreted, the FFI call is a C call too.)
+    -- Why can_block is computed first: co_isyieldable is a C function, and
+    -- LuaJIT calls one only with 20 free stack slots above it, doubling
+    -- the coroutine's stack (47 slots at first) when they are missing.
+    -- Called into a local of its own rather than as the last argument of
+    -- the FFI call (4 slots higher), it fits in a task's first stack, so
+    -- a task parked here stays small.  This is what compiled code does;
+    -- interpreted, the FFI call is itself a C call and may still grow it.
     function m.acquire(s, timeout)
       check_self(s, f_acquire)
       timeout = timeout_arg(I, f_acquire, timeout)
