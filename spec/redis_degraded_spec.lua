@@ -12,12 +12,7 @@ local redis = require "sluice.redis"
 if not redis.semaphore then require("sluice.redis_limits")(redis, nil) end
 
 local fmt = string.format
-
-local function fails(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
+local fails = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua").error_of
 
 -- on_change's calls, as "from>to"
 local function recorder()

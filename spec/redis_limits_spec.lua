@@ -19,18 +19,8 @@ local WORKER = (debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "su
 
 local function real() return uv.hrtime() / 1e9 end
 
-local function fails(f, ...)
-  local ok, e = pcall(f, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function read(cmd)
-  local p = assert(io.popen(cmd))
-  local s = p:read("*a")
-  p:close()
-  return s
-end
+local fails = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "spec/") .. "support/util.lua").error_of
+local read = servers.read
 
 describe("sluice.redis distributed limits", function()
   local srv, c
@@ -324,32 +314,32 @@ describe("sluice.redis distributed limits", function()
       os.remove(log)
       c:close()
       c = redis.connect { port = srv.port }     -- the one before went with the server
-      return out
+      -- each process's report (spec/support/redis_worker.lua, restart)
+      local reports = {}
+      for shared, loc, failed, events, after in
+          out:gmatch("shared=(%d+) local=(%d+) failed=(%d+) events=(%S+) after=(%a+)\nok\n") do
+        reports[#reports + 1] = { shared = tonumber(shared), ["local"] = tonumber(loc),
+          failed = tonumber(failed), events = events, after = after }
+      end
+      assert.equal(2, #reports, out)
+      return reports, out
     end
 
     it("a Redis restart mid-run: callers fail fast meanwhile, then go on", function()
-      local out = restart_run(0)
-      local lines = {}
-      for shared, failed, events in out:gmatch("shared=(%d+) local=0 failed=(%d+) events=(%S+) after=shared\nok\n") do
-        lines[#lines + 1] = { tonumber(shared), tonumber(failed), events }
-      end
-      assert.equal(2, #lines, out)
-      for _, l in ipairs(lines) do
-        assert.is_true(l[1] > 20 and l[2] > 0, out)
-        assert.equal("shared>down,down>shared", l[3])
+      local reports, out = restart_run(0)
+      for _, r in ipairs(reports) do
+        assert.is_true(r.shared > 20 and r["local"] == 0 and r.failed > 0, out)
+        assert.equal("shared>down,down>shared", r.events)
+        assert.equal("shared", r.after)
       end
     end)
 
     it("a Redis restart mid-run: with a fallback share, callers go on locally, then shared again", function()
-      local out = restart_run(1)
-      local lines = {}
-      for shared, loc, events in out:gmatch("shared=(%d+) local=(%d+) failed=0 events=(%S+) after=shared\nok\n") do
-        lines[#lines + 1] = { tonumber(shared), tonumber(loc), events }
-      end
-      assert.equal(2, #lines, out)
-      for _, l in ipairs(lines) do
-        assert.is_true(l[1] > 20 and l[2] > 5, out)
-        assert.equal("shared>fallback,fallback>shared", l[3])
+      local reports, out = restart_run(1)
+      for _, r in ipairs(reports) do
+        assert.is_true(r.shared > 20 and r["local"] > 5 and r.failed == 0, out)
+        assert.equal("shared>fallback,fallback>shared", r.events)
+        assert.equal("shared", r.after)
       end
     end)
 

@@ -26,9 +26,10 @@
 return function(R, I, K)
   local sluice = require "sluice"
 
-  local type, setmetatable, getmetatable, error, pcall, tonumber =
-        type, setmetatable, getmetatable, error, pcall, tonumber
-  local floor, huge, max = math.floor, math.huge, math.max
+  local setmetatable, getmetatable, error, pcall, tonumber =
+        setmetatable, getmetatable, error, pcall, tonumber
+  local floor, huge = math.floor, math.huge
+  local co_isyieldable = coroutine.isyieldable
   local fmt = string.format
   local raise, describe = K.raise, K.describe
 
@@ -178,7 +179,7 @@ return 1
     if b.closed then return end
     local stock = floor(b.stock)
     b.stock, b.closed = 0, true
-    if stock > 0 and b.link.state == "shared" and coroutine.isyieldable() then refund(b, stock) end
+    if stock > 0 and b.link.state == "shared" and co_isyieldable() then refund(b, stock) end
     b.link:close()
   end
 

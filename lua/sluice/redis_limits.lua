@@ -129,8 +129,11 @@ if n > 0 or purged > 0 then notify(free()) end
 return n
 ]]
 
-  -- KEYS: holders -> how many there are
-  local COUNT = "return redis.call('ZCARD', KEYS[1])"
+  -- ARGV: permits -> the leases held, once the expired ones are gone
+  local HELD = PRELUDE .. [[
+if purged > 0 then notify(free()) end
+return redis.call('ZCARD', KEYS[1])
+]]
 
   ---------------------------------------------------------------- semaphore
 
@@ -356,10 +359,7 @@ return n
     check_self(s, "held")
     local fname = s.kind .. ":held"
     K.need_task(fname)
-    -- a release of no lease: it clears what has expired, then we count
-    local ok = eval(s, RELEASE, 0, "-")
-    local n
-    if ok then ok, n = s.link:eval(COUNT, 1, s.k1) end
+    local ok, n = eval(s, HELD)
     if not ok then s.link:unavailable(fname, 2) end
     return n
   end

@@ -25,12 +25,14 @@ local function sh(cmd)
   return r == 0 or r == true
 end
 
+-- A command's whole output.
 local function read(cmd)
   local p = assert(io.popen(cmd))
   local s = p:read("*a")
   p:close()
   return s
 end
+M.read = read
 
 local function q(s)
   return "'" .. tostring(s):gsub("'", [['\'']]) .. "'"
