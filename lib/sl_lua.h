@@ -37,6 +37,9 @@ void sl_pushtask(lua_State *L, sl_task *t);
  * releases the slot. */
 int  sl_anchor(lua_State *L, sl_sched *S, int ud, int co);
 void sl_unanchor(lua_State *L, sl_sched *S, int slot);
+/* Pushes S's anchor table (slot k: userdata at 2k - 1, coroutine or
+ * unstarted body at 2k) and returns its stack index. */
+int  sl_anchor_table(lua_State *L, sl_sched *S);
 /* S's unfinished tasks in the order they were spawned: a malloc'd array
  * (the caller frees it) of *n tasks, NULL when there are none. */
 sl_task **sl_sched_list(sl_sched *S, int *n);
