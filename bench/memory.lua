@@ -120,6 +120,12 @@ do
     end, function() end)
     print(string.format("  for comparison: %d tasks spawned, not yet run: %s per task", N, fmt_bytes(lua_b, c_b)))
   end)
+  sluice.scope(function(scope)
+    local lua_b, c_b = measure(function()
+      for i = 1, N do scope:spawn(body, i) end
+    end, function() end)
+    print(string.format("  for comparison: %d tasks spawned with an argument, not yet run: %s per task", N, fmt_bytes(lua_b, c_b)))
+  end)
   local waiters, co_yield = {}, coroutine.yield
   local function wait() waiters[#waiters + 1] = coroutine.running(); co_yield() end
   local function fbody() wait() end

@@ -172,32 +172,36 @@ static int sl_load_body(lua_State *L, sl_sched *S, lua_State *co, int fn, int na
   return nargs + 2 * wrapped;
 }
 
-/* A task spawned without arguments gets its coroutine when it first runs
- * (sl_task_load): until then its anchor slot holds its function where the
- * coroutine goes later.  A spawned task that has not run costs no
- * coroutine, and one started after others have finished reuses theirs. */
+/* A task gets its coroutine when it first runs (sl_task_load): until
+ * then its anchor slot holds its function where the coroutine goes
+ * later, or, spawned with arguments, a table of the function and them
+ * (t->nargs says how many).  A spawned task that has not run costs no
+ * coroutine, and one started after others have finished reuses theirs:
+ * spawning many tasks that each finish at once allocates one coroutine,
+ * not one each. */
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs) {
   sl_task *t;
-  lua_State *co;
-  int wrapped, top;
+  int top, i;
   if (idx < 0) idx = lua_gettop(L) + idx + 1;
   t = lua_newuserdata(L, sizeof *t);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_task_mt);
   lua_setmetatable(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->ref_noenv);
   lua_setfenv(L, -2);
-  wrapped = sl_entry_refs(L, S);
   sl_task_init(t, S, scope);
-  t->wrapped = (uint8_t)wrapped;
+  t->wrapped = (uint8_t)sl_entry_refs(L, S);
   top = lua_gettop(L);
   if (nargs == 0) {
     t->ref = sl_anchor(L, S, top, idx);
   } else {
-    co = sl_coroutine(L, S);
-    t->nargs = sl_load_body(L, S, co, idx, nargs, wrapped);
-    t->co = co;
+    lua_createtable(L, nargs + 1, 0);
+    for (i = 0; i <= nargs; i++) {
+      lua_pushvalue(L, idx + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    t->nargs = nargs;
     t->ref = sl_anchor(L, S, top, top + 1);
-    lua_pop(L, 1);   /* the coroutine; the task's userdata stays */
+    lua_pop(L, 1);   /* the table; the task's userdata stays */
   }
   sl_task_make_ready(t, SL_WAKE_OK);
   return t;
@@ -205,14 +209,19 @@ sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs
 
 void sl_task_load(sl_sched *S, sl_task *t) {
   lua_State *L = S->L, *co;
-  int tab;
-  lua_checkstack(L, 8);
+  int tab, body, n = t->nargs, i;
+  lua_checkstack(L, n + 8);
   tab = sl_anchor_table(L, S);
   co = sl_coroutine(L, S);
   lua_rawgeti(L, tab, 2 * t->ref);
-  t->nargs = sl_load_body(L, S, co, lua_gettop(L), 0, t->wrapped);
-  lua_pop(L, 1);                     /* the function */
-  lua_rawseti(L, tab, 2 * t->ref);   /* the coroutine takes its place */
+  body = lua_gettop(L);
+  if (n > 0) {   /* {fn, args...}: unpack it above itself */
+    for (i = 1; i <= n + 1; i++) lua_rawgeti(L, body, i);
+    body++;
+  }
+  t->nargs = sl_load_body(L, S, co, body, n, t->wrapped);
+  lua_settop(L, tab + 1);            /* the coroutine */
+  lua_rawseti(L, tab, 2 * t->ref);   /* takes the body's place */
   lua_pop(L, 1);
   t->co = co;
 }

@@ -77,4 +77,21 @@ describe("memory of a waiting task", function()
     -- alone would be ~470 more
     assert(bytes < 400, ("%.0f bytes per task spawned and not yet run"):format(bytes))
   end)
+
+  it("has no coroutine before it first runs when spawned with arguments", function()
+    collectgarbage()
+    collectgarbage()
+    local before = collectgarbage("count")
+    local tasks = {}
+    local sum = 0
+    local function body(i) sum = sum + i end
+    for i = 1, N do tasks[i] = sluice.spawn(body, i) end
+    collectgarbage()
+    collectgarbage()
+    local bytes = (collectgarbage("count") - before) * 1024 / N
+    for i = 1, N do tasks[i]:await() end
+    assert.equal(N * (N + 1) / 2, sum)
+    -- the same plus a table of the function and its argument (~90 bytes)
+    assert(bytes < 450, ("%.0f bytes per task spawned with an argument and not yet run"):format(bytes))
+  end)
 end)

@@ -23,6 +23,27 @@ describe("sluice.spawn", function()
     assert.same({ n = 5, 4, 1, nil, "x", nil }, { n = select("#", t:await()), t:await() })
   end)
 
+  it("passes 300 arguments, and keeps them while it waits to run", function()
+    local args = {}
+    for i = 1, 300 do args[i] = i % 7 == 0 and nil or i end
+    local t = sluice.spawn(function(...) return select("#", ...), ... end, unpack(args, 1, 300))
+    collectgarbage()   -- before its first run it holds its arguments itself
+    local got = { t:await() }
+    assert.equal(300, got[1])
+    for i = 1, 300 do assert.equal(args[i], got[i + 1]) end
+  end)
+
+  it("cancelled before it ever ran, with arguments, ends cancelled without running", function()
+    local ran = false
+    local t = sluice.spawn(function(a, b) ran = a + b end, 1, 2)
+    t:cancel()
+    local ok, err = pcall(t.await, t)
+    assert.is_false(ok)
+    assert.is_true(sluice.is_error(err, "cancelled"))
+    assert.is_false(ran)
+    assert.equal("cancelled", t.status)
+  end)
+
   it("gives each task a new, increasing integer id", function()
     local a = sluice.spawn(function() end)
     local b = sluice.spawn(function() end)
