@@ -61,17 +61,24 @@ describe("memory of a waiting task", function()
     assert(bytes < 1000, ("%.0f bytes per sleeping task"):format(bytes))
   end)
 
-  it("has no coroutine before it first runs", function()
+  -- Bytes of Lua heap per task spawned by spawn(i), before any runs;
+  -- then lets them all run.
+  local function per_unstarted(spawn)
     collectgarbage()
     collectgarbage()
     local before = collectgarbage("count")
     local tasks = {}
-    local ran = 0
-    for i = 1, N do tasks[i] = sluice.spawn(function() ran = ran + 1 end) end
+    for i = 1, N do tasks[i] = spawn(i) end
     collectgarbage()
     collectgarbage()
     local bytes = (collectgarbage("count") - before) * 1024 / N
     for i = 1, N do tasks[i]:await() end
+    return bytes
+  end
+
+  it("has no coroutine before it first runs", function()
+    local ran = 0
+    local bytes = per_unstarted(function() return sluice.spawn(function() ran = ran + 1 end) end)
     assert.equal(N, ran)
     -- its userdata (~250 bytes), anchor slot and closure: a coroutine
     -- alone would be ~470 more
@@ -79,17 +86,9 @@ describe("memory of a waiting task", function()
   end)
 
   it("has no coroutine before it first runs when spawned with arguments", function()
-    collectgarbage()
-    collectgarbage()
-    local before = collectgarbage("count")
-    local tasks = {}
     local sum = 0
     local function body(i) sum = sum + i end
-    for i = 1, N do tasks[i] = sluice.spawn(body, i) end
-    collectgarbage()
-    collectgarbage()
-    local bytes = (collectgarbage("count") - before) * 1024 / N
-    for i = 1, N do tasks[i]:await() end
+    local bytes = per_unstarted(function(i) return sluice.spawn(body, i) end)
     assert.equal(N * (N + 1) / 2, sum)
     -- the same plus a table of the function and its argument (~90 bytes)
     assert(bytes < 450, ("%.0f bytes per task spawned with an argument and not yet run"):format(bytes))
