@@ -9,7 +9,8 @@
 #include <stdlib.h>
 
 /* Anchors of unfinished tasks: slot k of the scheduler's anchor table
- * holds the task's userdata at 2k - 1 and its coroutine at 2k.  Dense
+ * holds the task's userdata at 2k - 1 and its coroutine at 2k (before
+ * its first run, its body: see sl_spawn).  Dense
  * integer keys keep both in the table's array part, 8 bytes a value,
  * where registry keys would cost a hash node each (and the registry,
  * re-traversed by every collection cycle, would grow with the tasks).

@@ -5,9 +5,10 @@
  * task's userdata (so Lua's GC owns the memory and the Lua face can hand
  * the same object out again).  While a task is unfinished the scheduler
  * anchors both the userdata and the coroutine in one slot of its anchor
- * table (sl_anchor).  A task spawned without arguments gets its coroutine
- * only when it first runs (sl_task_load), from the pool of finished ones
- * when there is one: until then the slot holds its function.
+ * table (sl_anchor).  A task gets its coroutine only when it first runs
+ * (sl_task_load), from the pool of finished ones when there is one: until
+ * then the slot holds its function, or a table of the function and its
+ * arguments.
  *
  * Waking never resumes anything: it only moves the task onto the ready
  * queue.  One flat trampoline (sl_sched_pass), run from a uv_check handle,
