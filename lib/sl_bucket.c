@@ -197,7 +197,7 @@ int sl_bucket_take(sl_bucket *b, double n, double timeout, int can_block) {
   int rc;
   if (!t) return SL_R_NOTASK;
   /* a blocking call is where a cancellation takes effect, tokens or not */
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if ((rc = sl_bucket_try_take(b, n)) != SL_R_QUEUED) return rc;
   if (timeout == 0) return SL_R_TIMEDOUT;
   if (!can_block) return SL_R_NOBLOCK;

@@ -231,7 +231,7 @@ int sl_chan_send(sl_chan *ch, double timeout, int can_block) {
   sl_task *t = sl_running_task();
   int rc, key;
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if ((rc = sl_chan_try_send(ch)) != SL_R_QUEUED) return rc;
   if (timeout == 0) return SL_R_TIMEDOUT;
   if ((rc = sl_prim_may_wait(&ch->sendq, t, can_block)) != SL_R_QUEUED) return rc;
@@ -276,7 +276,7 @@ int sl_chan_recv(sl_chan *ch, double timeout, int can_block) {
   sl_task *t = sl_running_task();
   int rc;
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if ((rc = sl_chan_try_recv(ch)) != SL_R_QUEUED) return rc;
   if (timeout == 0) return SL_R_TIMEDOUT;
   if ((rc = sl_prim_may_wait(&ch->recvq, t, can_block)) != SL_R_QUEUED) return rc;
@@ -450,7 +450,7 @@ int sl_chan_select(sl_chan_sel *sel, double timeout, int can_block) {
   sl_task *t = sl_running_task();
   int i, rc;
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if ((rc = sl_chan_sel_try(sel)) != SL_R_QUEUED) return rc;
   if (timeout == 0) return SL_R_TIMEDOUT;
   if (!can_block) return SL_R_NOBLOCK;

@@ -387,7 +387,7 @@ static int l_wait(lua_State *L) {
     lua_pushinteger(L, SL_WAKE_OK);
     return 1;
   }
-  if (t->cancelled && !t->shield) {
+  if (sl_task_cancel_due(t)) {
     sl_xfer_free(x);
     lua_pushinteger(L, SL_WAKE_CANCEL);
     return 1;

@@ -552,7 +552,7 @@ int sl_jobq_await(uint32_t slot, int can_block) {
   sl_jobq *q;
   int state = sl_jobq_state(slot);
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if (state == SL_QFREE) return SL_R_OK;
   if (!can_block) return SL_R_NOBLOCK;
   r = sl_qrec_at(slot);
@@ -580,7 +580,7 @@ int sl_jobq_wait(sl_jobq *q, double n, int can_block) {
   sl_task *t = sl_running_task();
   intptr_t arg = n > 0x7fffffff ? 0x7fffffff : (intptr_t)n;
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if (sl_jobq_settled(q, arg)) return SL_R_OK;
   if (!can_block) return SL_R_NOBLOCK;
   if (arg == 0 && sl_hold_find(&q->prim, t)) return SL_R_DEADLOCK;   /* a job of q */

@@ -463,7 +463,7 @@ int sl_limit_await(uint32_t slot, int can_block) {
   sl_limit *l;
   int state = sl_limit_state(slot);
   if (!t) return SL_R_NOTASK;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if (state != SL_LPENDING && state != SL_LRUNNING) return SL_R_OK;
   if (!can_block) return SL_R_NOBLOCK;
   r = sl_lrec_at(slot);

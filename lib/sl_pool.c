@@ -209,7 +209,7 @@ int sl_pool_acquire(sl_pool *p, double now, double timeout, int can_block) {
   (void)now;   /* kept for symmetry: expiry was checked by sl_pool_evict */
   if (!t) return SL_R_NOTASK;
   if (p->closed) return SL_POOL_R_CLOSED;
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if (p->idle_head && sl_queue_empty(&p->prim.waiters)) {
     i = p->idle_head;
     sl_idle_unlink(p, i);

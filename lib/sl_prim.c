@@ -143,7 +143,7 @@ int sl_prim_give_back(sl_prim *p, double n, int abandoned) {
 }
 
 int sl_prim_may_wait(sl_prim *p, sl_task *t, int can_block) {
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if (!can_block) return SL_R_NOBLOCK;
   if (sl_would_deadlock(t, p)) return SL_R_DEADLOCK;
   return SL_R_QUEUED;
@@ -280,7 +280,7 @@ int sl_would_deadlock(sl_task *t, sl_prim *p) {
 
 int sl_ffi_cancel_pending(void) {
   sl_task *t = sl_running_task();
-  return t && t->cancelled && !t->shield;
+  return t && sl_task_cancel_due(t);
 }
 
 int sl_ffi_in_task(void) { return sl_running_task() != NULL; }

@@ -23,11 +23,6 @@ static sl_redis *sl_redis_check(lua_State *L, const char *fn) {
   return *box;
 }
 
-static int sl_redis_cancel_pending(sl_task *t) {
-  return t->cancelled && !t->shield;
-}
-
-
 /* core.connect(host, port, password, db, connect_timeout, command_timeout)
  * -> client (the running task is parked: the caller yields, then reads
  * core.connected) | nil, kind, message at once | false if cancelled. */
@@ -40,7 +35,7 @@ static int l_connect(lua_State *L) {
   sl_task *t = sl_running(L, "redis.connect");
   sl_redis *r, **box;
   char why[256];
-  if (sl_redis_cancel_pending(t)) return lua_pushboolean(L, 0), 1;
+  if (sl_task_cancel_due(t)) return lua_pushboolean(L, 0), 1;
   if (!(r = sl_redis_new(t->sched, host, port, cmd))) return luaL_error(L, "redis.connect: out of memory");
   if (sl_redis_start(r, password, db, ct, why, sizeof why)) {
     lua_pushnil(L);
@@ -110,7 +105,7 @@ static int l_send(lua_State *L) {
   t = sl_running(L, "redis:call");
   if (r->state == SL_RS_CLOSED) return sl_raise(L, "closed", "redis:call: client is closed");
   if (r->state != SL_RS_READY) return sl_raise(L, "redis", "redis:call: %s", r->err);
-  if (sl_redis_cancel_pending(t)) return lua_pushboolean(L, 0), 1;
+  if (sl_task_cancel_due(t)) return lua_pushboolean(L, 0), 1;
   if (argc > SL_REDIS_ARGS) {   /* many arguments (MSET ...): a scratch block */
     argv = lua_newuserdata(L, (size_t)argc * (sizeof *argv + sizeof *len));
     len = (size_t *)(argv + argc);

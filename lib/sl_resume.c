@@ -233,7 +233,7 @@ static void sl_task_resume(sl_sched *S, sl_task *t) {
   sl_task *prev = S->current, *outer = sl_tls_task;
   int nargs, rc;
   uint64_t t0 = 0;
-  if (!t->started && t->cancelled && !t->shield) {
+  if (!t->started && sl_task_cancel_due(t)) {
     sl_task_cancel_unstarted(S, t);
     return;
   }

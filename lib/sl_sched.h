@@ -183,6 +183,9 @@ void sl_task_wake(sl_task *t, int wake);
 /* Interrupts a wait (timeout, cancel) through its unwait hook. */
 void sl_task_interrupt(sl_task *t, int why);
 int  sl_task_cancel(sl_task *t);
+/* A cancellation was requested and no shield defers it: the task takes
+ * it at its next blocking point (and one not yet started never starts). */
+static inline int sl_task_cancel_due(const sl_task *t) { return t->cancelled && !t->shield; }
 int  sl_task_arm(sl_task *t, double seconds);   /* wait timeout / sleep */
 void sl_task_finished(sl_task *t, int status);
 

@@ -55,7 +55,7 @@ static int sl_scope_unwait(sl_task *t, int why) {
 static int l_scope_wait(lua_State *L) {
   sl_scope *s = sl_checkscope(L, 1, "sluice.scope");
   sl_task *t = sl_running(L, "sluice.scope");
-  if (t->cancelled && !t->shield) sl_scope_cancel(s);
+  if (sl_task_cancel_due(t)) sl_scope_cancel(s);
   if (s->nlive == 0) {
     lua_pushinteger(L, SL_WAKE_OK);
     return 1;

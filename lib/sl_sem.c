@@ -89,7 +89,7 @@ int sl_sem_acquire(sl_sem *s, double timeout, int can_block) {
   int rc;
   if (!t) return SL_R_NOTASK;
   /* a blocking call is where a cancellation takes effect, free permit or not */
-  if (t->cancelled && !t->shield) return SL_R_CANCELLED;
+  if (sl_task_cancel_due(t)) return SL_R_CANCELLED;
   if ((rc = sl_sem_try_acquire(s)) == SL_R_OK) return SL_R_OK;
   if (timeout == 0) return SL_R_TIMEDOUT;
   rc = sl_prim_may_wait(&s->prim, t, can_block);

@@ -388,7 +388,7 @@ static int l_wake(lua_State *L) {
 static int l_shield(lua_State *L) {
   sl_task *t = sl_running(L, "sluice.shield");
   t->shield = (uint16_t)(t->shield + luaL_optinteger(L, 1, 0));
-  lua_pushboolean(L, t->cancelled && !t->shield);
+  lua_pushboolean(L, sl_task_cancel_due(t));
   return 1;
 }
 

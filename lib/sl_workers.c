@@ -463,7 +463,7 @@ static int l_submit(lua_State *L) {
   char err[SL_COPY_ERRMAX];
   sl_job *j;
   if (P->closing) return sl_raise(L, "closed", "workers:run: the pool is closed");
-  if (t->cancelled && !t->shield) return 0;
+  if (sl_task_cancel_due(t)) return 0;
   if (!(j = sl_job_get(P))) return luaL_error(L, "workers:run: out of memory");
   if (sl_job_encode(L, j, err)) {
     sl_job_recycle(P, j);
