@@ -87,3 +87,10 @@ sl_task **sl_sched_list(sl_sched *S, int *n) {
   qsort(v, (size_t)*n, sizeof *v, sl_cmp_id);
   return v;
 }
+
+void sl_sched_cancel_all(sl_sched *S) {
+  int i, n;
+  sl_task **v = sl_sched_list(S, &n);
+  for (i = 0; i < n; i++) sl_task_cancel(v[i]);
+  free(v);
+}

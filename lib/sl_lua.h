@@ -43,6 +43,8 @@ int  sl_anchor_table(lua_State *L, sl_sched *S);
 /* S's unfinished tasks in the order they were spawned: a malloc'd array
  * (the caller frees it) of *n tasks, NULL when there are none. */
 sl_task **sl_sched_list(sl_sched *S, int *n);
+/* Cancels every unfinished task of S, oldest first. */
+void sl_sched_cancel_all(sl_sched *S);
 /* Drops sl_getsched's cache (after lua_close, or a scheduler change). */
 void sl_forget_sched(void);
 /* The running task, or raises "<fn>: must be called from a task". */
@@ -53,8 +55,8 @@ void sl_task_env(lua_State *L, int idx, int create);
 
 /* Spawns fn (at idx) with the nargs values above it into scope. */
 sl_task *sl_spawn(lua_State *L, sl_sched *S, sl_scope *scope, int idx, int nargs);
-/* Gives a task that has no coroutine yet (spawned without arguments,
- * not started) its coroutine, with its body loaded. */
+/* Gives a task that has no coroutine yet (spawned, not started) its
+ * coroutine, with its body and arguments loaded. */
 void sl_task_load(sl_sched *S, sl_task *t);
 /* Pushes a task's error value and traceback (2 values). */
 void sl_task_push_error(lua_State *L, int idx);

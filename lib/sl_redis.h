@@ -37,10 +37,10 @@ typedef struct sl_redis {
   uint8_t freeing;         /* hiredis is freeing (or will free) ac */
   uint8_t poll_open;
   uint8_t fail_kind;       /* connect's outcome: SL_RO_* */
+  uint8_t resolving;       /* gai is in flight */
   uv_getaddrinfo_t gai;    /* resolving a host name (not an address) */
   char *password;          /* kept for AUTH until the context exists */
   int db;
-  uint8_t resolving;
   int port;
   char host[256];
   char err[640];           /* connect's failure, then why it was lost */

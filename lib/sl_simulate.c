@@ -20,10 +20,8 @@ typedef struct sl_sim {
 
 /* Reports parked tasks and cancels them; returns how many there were. */
 static int sl_sim_unstick(sl_sim *sim) {
-  int n = (int)sim->S.nwaiting, i, len;
-  sl_task **v = sl_sched_list(&sim->S, &len);
-  for (i = 0; i < len; i++) sl_task_cancel(v[i]);
-  free(v);
+  int n = (int)sim->S.nwaiting;
+  sl_sched_cancel_all(&sim->S);
   return n;
 }
 

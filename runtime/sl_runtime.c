@@ -82,10 +82,7 @@ static void sl_on_main_done(sl_sched *S, sl_task *t, lua_State *L) {
 }
 
 void sl_cancel_all(sl_runtime *rt) {
-  int i, n;
-  sl_task **v = sl_sched_list(&rt->S, &n);
-  for (i = 0; i < n; i++) sl_task_cancel(v[i]);
-  free(v);
+  sl_sched_cancel_all(&rt->S);
 }
 
 int luaopen_sluice_redis_core(lua_State *L);   /* lib/sl_redis.c */
